@@ -1,0 +1,205 @@
+"""The `avemo` command: a thin mirror of the Python API.
+
+    avemo predict FILE|FOLDER ... [--format table|json|csv|srt] [--out PATH]
+    avemo evaluate --manifest M.csv|--data KIND:PATH --report report.json
+    avemo train --data KIND:PATH [--data ...] --out MODEL_DIR
+    avemo train --features MELD.pkl --labels CSV_DIR --arch gru|lstm --out DIR
+
+A user's mistake prints one line on stderr and exits 1; in a batch, a bad file is
+reported by name and skipped, the rest finish, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import AvemoError
+
+MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wav", ".flac", ".mp3",
+                  ".m4a", ".ogg", ".opus", ".aac", ".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given; folders replaced by the media files inside them (sorted, recursive)."""
+    paths: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+            if not found:
+                raise AvemoError(f"{p}: folder holds no media files")
+            paths += found
+        else:
+            paths.append(p)
+    return paths
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .predict import load_model
+    from .segments import read_segments
+    from .writers import WRITERS
+
+    paths = expand_inputs(args.inputs)
+    fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out and args.out.suffix.lower()
+                          in {".json", ".csv", ".srt"} else "table")
+    if args.segments and len(paths) != 1:
+        raise AvemoError("--segments applies to one input file")
+    modalities = tuple(m.strip() for m in args.modalities.split(","))
+    model = load_model(args.model)
+    segments = read_segments(args.segments) if args.segments else None
+    results, failed = {}, 0
+    show_bar = len(paths) > 1 and not args.quiet
+    for path in tqdm(paths, disable=not show_bar, unit="file", file=sys.stderr):
+        try:
+            results[str(path)] = model.predict_file(path, segments=segments, modalities=modalities)
+        except AvemoError as exc:
+            failed += 1
+            tqdm.write(f"avemo: error: {exc}", file=sys.stderr)
+    if results:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.out.with_name(args.out.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                WRITERS[fmt](results, f)
+            tmp.replace(args.out)
+        else:
+            WRITERS[fmt](results, sys.stdout)
+    if failed and len(paths) > 1:
+        print(f"avemo: {failed} of {len(paths)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .datasets import load_spec
+    from .evaluate import confusion_png, evaluate_items, summary_line
+    from .predict import load_model
+    from .train import TrainSettings, split_items
+
+    if bool(args.manifest) == bool(args.data):
+        raise AvemoError("give either --manifest M.csv or --data KIND:PATH")
+    if args.manifest:
+        items = load_spec(f"manifest:{args.manifest}")
+    else:
+        items = load_spec(args.data)
+        if args.split != "all":
+            items = split_items(items, TrainSettings())[args.split]
+    if not items:
+        raise AvemoError("no labelled files to evaluate")
+    modalities = tuple(m.strip() for m in args.modalities.split(","))
+    report = evaluate_items(load_model(args.model), items, modalities, progress=not args.quiet)
+    if report["n"] == 0:
+        raise AvemoError(f"none of the {len(items)} files could be judged (first: {report['skipped'][0]['reason']})")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.report.with_name(args.report.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(args.report)
+    for task in ("emotion", "sentiment"):
+        if report[task]["n"]:
+            confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))
+            print(summary_line(task, report[task]))
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} of {len(items)} files (reasons in {args.report})")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    if bool(args.data) == bool(args.features):
+        raise AvemoError("give --data KIND:PATH (media corpora) or --features PKL --labels DIR (precomputed vectors)")
+    if args.features:
+        from .context import train_on_vectors
+
+        if not args.labels:
+            raise AvemoError("--features needs --labels: the folder of MELD's train/dev/test_sent_emo.csv")
+        train_on_vectors(args.features, args.labels, args.task, args.arch, args.out, epochs=args.epochs or 60, seed=args.seed)
+        return 0
+    from .model import ModelConfig
+    from .train import TrainSettings, train
+
+    settings = TrainSettings(epochs=args.epochs or TrainSettings.epochs, seed=args.seed)
+    train(args.data, args.out, settings, ModelConfig(rnn=args.arch), cache_dir=args.cache, workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avemo", description="Emotion and sentiment of people in video, from voice and face.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or warnings")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="analyse videos, audio files or photos")
+    p.add_argument("inputs", nargs="+", help="media files or folders of them")
+    p.add_argument("--format", choices=["table", "json", "csv", "srt"], help="output format (default: from --out's suffix, else table)")
+    p.add_argument("--out", type=Path, help="write results here instead of stdout")
+    p.add_argument("--model", help="model folder (default: the shipped model)")
+    p.add_argument("--segments", help="CSV (start,end in seconds) or SRT of your own segments")
+    p.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
+    p.set_defaults(func=_predict)
+
+    e = sub.add_parser("evaluate", help="score a model on labelled files, beside the majority baseline")
+    e.add_argument("--manifest", type=Path, help="CSV with path,emotion[,sentiment,speaker,split]")
+    e.add_argument("--data", help="a corpus as KIND:PATH instead of a manifest")
+    e.add_argument("--split", choices=["train", "val", "test", "all"], default="test",
+                   help="with --data: which speaker-independent split (as in training; default test)")
+    e.add_argument("--report", type=Path, required=True, help="report JSON to write (confusion PNGs go beside it)")
+    e.add_argument("--model", help="model folder (default: the shipped model)")
+    e.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
+    e.set_defaults(func=_evaluate)
+
+    t = sub.add_parser("train", help="train a model on corpora, or a context model on precomputed vectors")
+    t.add_argument("--data", action="append", help="a corpus as KIND:PATH (KIND: ravdess, tess, crema-d, fer2013, "
+                   "meld, manifest); repeat for several")
+    t.add_argument("--features", type=Path, help="MELD-style feature pickle: (train, dev, test) dicts 'D_U' -> vector")
+    t.add_argument("--labels", type=Path, help="with --features: folder of MELD's *_sent_emo.csv")
+    t.add_argument("--task", choices=["emotion", "sentiment"], default="emotion", help="with --features: the pickle's task")
+    t.add_argument("--out", type=Path, required=True, help="model folder to write (a rerun resumes from its checkpoint)")
+    t.add_argument("--epochs", type=int, help="default: 7 for corpora, 60 for vectors")
+    t.add_argument("--arch", choices=["gru", "lstm"], default="gru",
+                   help="recurrent layers: gru (BiGRU, Adam) or lstm (BiLSTM; Adadelta for vectors)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
+    t.add_argument("--cache", type=Path, default=Path(".avemo-cache"), help="feature cache folder")
+    t.set_defaults(func=_train)
+    return parser
+
+
+class _OneLine(logging.Formatter):
+    """`avemo: warning: ...` lines, like the error lines, for people reading stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return f"{self.formatTime(record, '%H:%M:%S')} {record.getMessage()}"
+        return f"avemo: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logger = logging.getLogger("avemo")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet, verbose=args.command == "train")
+    try:
+        return args.func(args)
+    except AvemoError as exc:
+        print(f"avemo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("avemo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

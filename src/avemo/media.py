@@ -1,0 +1,146 @@
+"""Decoding: any file FFmpeg reads, through PyAV's bundled FFmpeg (no system ffmpeg).
+
+Audio comes out as 16 kHz mono float32, the rate the VAD and the log-Mel front-end
+expect. Frames come out one at a time, sampled at a fixed rate and converted to small
+grey images, so a long video is never held in memory: only what the face stage keeps
+of each sampled frame survives. A file that breaks off mid-way yields what decoded
+before the break, with a warning, rather than nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .errors import AvemoError
+
+SAMPLE_RATE = 16000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+#: Frames are scaled so that their longer side is at most this before face detection.
+MAX_FRAME_SIDE = 640
+
+log = logging.getLogger("avemo")
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds, read from its container without decoding it."""
+
+    path: Path
+    duration: float  # seconds; 0 for a still image
+    has_audio: bool
+    has_video: bool
+    is_image: bool
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Open `path` and describe its streams, or raise AvemoError saying why it can't be used."""
+    path = Path(path)
+    if not path.exists():
+        raise AvemoError(f"{path}: no such file")
+    if path.is_dir():
+        raise AvemoError(f"{path}: is a folder, not a media file")
+    if path.stat().st_size == 0:
+        raise AvemoError(f"{path}: empty file (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            has_audio = bool(container.streams.audio)
+            has_video = bool(container.streams.video)
+            fmt = container.format.name
+            duration = _duration(container)
+    except av.FFmpegError as exc:
+        raise _unreadable(path, exc) from None
+    is_image = has_video and not has_audio and (
+        path.suffix.lower() in IMAGE_SUFFIXES or fmt.endswith("_pipe") or fmt == "image2"
+    )
+    if not has_audio and not has_video:
+        raise AvemoError(f"{path}: has neither an audio nor a video stream")
+    if is_image:
+        duration = 0.0
+    elif duration <= 0:
+        raise AvemoError(f"{path}: zero-length media")
+    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image)
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode the first audio stream to mono float32 at `sample_rate`.
+
+    Why resample here: every later stage (VAD, log-Mel, the model) is defined at one
+    rate, so the rate is fixed once, at the edge of the program.
+    """
+    chunks: list[np.ndarray] = []
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AvemoError(f"{path}: no audio track")
+            stream = container.streams.audio[0]
+            stream.thread_type = "AUTO"
+            try:
+                for frame in container.decode(stream):
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().reshape(-1))
+            except av.FFmpegError as exc:
+                log.warning("%s: audio stops early at a damaged part (%s); using what decoded", path, _reason(exc))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as exc:
+        raise _unreadable(path, exc) from None
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (time in s, grey uint8 frame) at about `fps` frames per second.
+
+    Frames between samples are decoded (H.264 needs them) but never converted, which
+    is where most of the cost of a full-frame conversion would go. A still image
+    yields its one frame at t=0.
+    """
+    step = 1.0 / fps
+    next_t = 0.0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            width, height = stream.codec_context.width, stream.codec_context.height
+            scale = min(1.0, MAX_FRAME_SIDE / max(width, height, 1))
+            size = (max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2))
+            try:
+                for frame in container.decode(stream):
+                    t = float(frame.time) if frame.time is not None else next_t
+                    if t + 1e-6 < next_t:
+                        continue
+                    grey = frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray()
+                    yield t, np.ascontiguousarray(grey)
+                    next_t = (int(t / step + 1e-6) + 1) * step
+            except av.FFmpegError as exc:
+                log.warning("%s: video stops early at a damaged part (%s); using what decoded", path, _reason(exc))
+    except av.FFmpegError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _duration(container: av.container.InputContainer) -> float:
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    best = 0.0
+    for stream in container.streams:
+        if stream.duration is not None and stream.time_base is not None:
+            best = max(best, float(stream.duration * stream.time_base))
+    return best
+
+
+def _unreadable(path: str | Path, exc: Exception) -> AvemoError:
+    return AvemoError(f"{path}: not a readable media file: damaged, cut off before its index, or not media ({_reason(exc)})")
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0]

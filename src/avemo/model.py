@@ -1,0 +1,233 @@
+"""The avemo network: a voice branch, a face branch, a fusion and two heads.
+
+    log-Mel (B, T, 64) ──conv×2 (÷4 in time)──BiGRU×2──masked attention pool──┐
+                                                                              ├─ fusion ─ emotion (7)
+    face crops (B, N, 48, 48) ──CNN per crop──masked mean over N──────────────┘        └ sentiment (3)
+
+    optional context stage: the fused embeddings of a dialogue's (or video's) segments,
+    in order ──masked BiGRU── emotion and sentiment of each segment in context
+
+Both branches map into one shared embedding space read by one pair of heads, so a
+branch trained alone (speech corpora, face corpora) already speaks the heads'
+language, and fusion is a gated, masked mean of whichever embeddings are present:
+a missing modality simply drops out of the mean. On paired audio-visual data the
+gates learn how much to trust each modality.
+
+A model on disk is `model.safetensors` plus `config.json` (this file's ModelConfig,
+feature settings, label sets, and what it was trained on and scored).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .audio import MelSettings
+from .errors import AvemoError
+from .labels import EMOTIONS, SENTIMENTS
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Architecture, labels and feature settings: everything needed to rebuild the network."""
+
+    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    sentiments: list[str] = field(default_factory=lambda: list(SENTIMENTS))
+    mel: dict = field(default_factory=lambda: MelSettings().to_dict())
+    rnn: str = "gru"  # "gru" or "lstm"
+    audio_channels: int = 96
+    audio_hidden: int = 96
+    audio_layers: int = 2
+    face_channels: int = 24  # width of the first CNN stage; doubled twice
+    crop_size: int = 48
+    embed_dim: int = 128
+    dropout: float = 0.3
+    frame_rate: float = 5.0  # frames per second sampled for faces at inference
+    max_faces: int = 16  # face crops per segment given to the model
+    context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
+
+
+class AudioEncoder(nn.Module):
+    """Log-Mel frames to one embedding: a strided conv front-end, a BiRNN, attention pooling."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        n_mels, ch = cfg.mel["n_mels"], cfg.audio_channels
+        self.front = nn.Sequential(
+            nn.Conv1d(n_mels, ch, 5, stride=2, padding=2),
+            nn.BatchNorm1d(ch),
+            nn.GELU(),
+            nn.Conv1d(ch, ch, 5, stride=2, padding=2),
+            nn.BatchNorm1d(ch),
+            nn.GELU(),
+        )
+        rnn = nn.GRU if cfg.rnn == "gru" else nn.LSTM
+        self.rnn = rnn(ch, cfg.audio_hidden, num_layers=cfg.audio_layers, batch_first=True,
+                       bidirectional=True, dropout=cfg.dropout)
+        self.attn = nn.Linear(2 * cfg.audio_hidden, 1)
+        self.proj = nn.Linear(4 * cfg.audio_hidden, cfg.embed_dim)
+
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.front(mel.transpose(1, 2)).transpose(1, 2)  # (B, T/4, ch)
+        steps = ((lengths + 3) // 4).clamp(min=1, max=x.shape[1])
+        packed = nn.utils.rnn.pack_padded_sequence(x, steps.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < steps[:, None]
+        scores = self.attn(out).squeeze(-1).masked_fill(~mask, float("-inf"))
+        attended = (scores.softmax(1).unsqueeze(-1) * out).sum(1)
+        peak = out.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+        return self.proj(torch.cat([attended, peak], dim=1))
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class FaceEncoder(nn.Module):
+    """48×48 grey face crops to one embedding: a VGG-style CNN per crop, mean over the crops."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c = cfg.face_channels
+        self.cnn = nn.Sequential(_conv_block(1, c), _conv_block(c, 2 * c), _conv_block(2 * c, 4 * c))
+        self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(4 * c, cfg.embed_dim))
+
+    def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """(n, 48, 48) uint8 or float crops to (n, embed_dim)."""
+        x = crops.float().unsqueeze(1) / 127.5 - 1.0
+        return self.proj(self.cnn(x).mean((2, 3)))
+
+    def forward(self, crops: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n = crops.shape[:2]
+        emb = self.embed_crops(crops.reshape(b * n, *crops.shape[2:])).reshape(b, n, -1)
+        weights = mask.float().unsqueeze(-1)
+        return (emb * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class AvemoNet(nn.Module):
+    """Voice + face emotion and sentiment; either modality may be absent per sample."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.audio = AudioEncoder(cfg)
+        self.face = FaceEncoder(cfg)
+        self.gate = nn.Linear(cfg.embed_dim, 1)  # how much each modality's embedding counts
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.emotion_head = nn.Linear(cfg.embed_dim, len(cfg.emotions))
+        self.sentiment_head = nn.Linear(cfg.embed_dim, len(cfg.sentiments))
+        self.context = ContextNet(cfg.embed_dim, cfg.context_hidden, cfg.rnn, len(cfg.emotions), len(cfg.sentiments),
+                                  cfg.dropout) if cfg.context_hidden else None
+
+    def fuse(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Gated mean over modalities: embeddings (B, M, D), present (B, M) bool."""
+        scores = self.gate(embeddings).squeeze(-1).masked_fill(~present, float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(1))  # a row with nothing present stays zero
+        return (weights.unsqueeze(-1) * embeddings).sum(1)
+
+    def embed(
+        self,
+        mel: torch.Tensor | None = None,
+        mel_lengths: torch.Tensor | None = None,
+        crops: torch.Tensor | None = None,
+        crop_mask: torch.Tensor | None = None,
+        has_audio: torch.Tensor | None = None,
+        has_face: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The fused embedding (B, embed_dim). Give mel and/or crops; has_* mark which rows have them."""
+        parts, present = [], []
+        batch = (mel if mel is not None else crops).shape[0]
+        if mel is not None:
+            parts.append(self.norm(self.audio(mel, mel_lengths)))
+            present.append(has_audio if has_audio is not None else torch.ones(batch, dtype=torch.bool))
+        if crops is not None:
+            parts.append(self.norm(self.face(crops, crop_mask)))
+            present.append(has_face if has_face is not None else crop_mask.any(1))
+        return self.fuse(torch.stack(parts, 1), torch.stack(present, 1))
+
+    def heads(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = self.drop(fused)
+        return self.emotion_head(fused), self.sentiment_head(fused)
+
+    def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Emotion and sentiment logits of each segment on its own (see `embed` for the inputs)."""
+        return self.heads(self.embed(**inputs))
+
+
+class ContextNet(nn.Module):
+    """The conversation context stage (MELD's bcLSTM): a masked bidirectional GRU or LSTM
+    over the sequence of utterance vectors of one dialogue (or the segments of one video),
+    classifying every utterance in the light of its neighbours.
+
+    Its heads read the utterance's own vector beside the context, so it starts from what
+    the utterance alone says and learns what the neighbours add.
+    """
+
+    def __init__(self, input_dim: int, hidden: int, rnn: str, n_emotions: int, n_sentiments: int,
+                 dropout: float = 0.3, layers: int = 1) -> None:
+        super().__init__()
+        cell = nn.GRU if rnn == "gru" else nn.LSTM
+        self.rnn = cell(input_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                        dropout=dropout if layers > 1 else 0.0)
+        self.mix = nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim + 2 * hidden, hidden), nn.ReLU())
+        self.emotion_head = nn.Linear(hidden, n_emotions)
+        self.sentiment_head = nn.Linear(hidden, n_sentiments)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, input_dim), lengths (B,) -> emotion (B, T, E) and sentiment (B, T, S) logits."""
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        h = self.mix(torch.cat([x, out], -1))
+        return self.emotion_head(h), self.sentiment_head(h)
+
+
+def save_model(net: AvemoNet, directory: str | Path, training: dict | None = None) -> None:
+    """Write weights (safetensors) and config (JSON) side by side, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    tmp.replace(directory / "model.safetensors")
+    meta = {"format_version": FORMAT_VERSION, "architecture": asdict(net.cfg), "training": training or {}}
+    tmp = directory / "config.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(directory / "config.json")
+
+
+def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:
+    """Rebuild a saved network, checking that config and weights describe the same model."""
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise AvemoError(f"{directory}: not a model folder (needs config.json and model.safetensors)")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise AvemoError(f"{directory}: model format {meta.get('format_version')} is not {FORMAT_VERSION}")
+    cfg = ModelConfig(**meta["architecture"])
+    if list(cfg.emotions) != list(EMOTIONS) or list(cfg.sentiments) != list(SENTIMENTS):
+        raise AvemoError(f"{directory}: label sets differ from MELD's ({cfg.emotions}, {cfg.sentiments})")
+    if cfg.mel != MelSettings(**cfg.mel).to_dict():
+        raise AvemoError(f"{directory}: feature settings in config.json are incomplete")
+    net = AvemoNet(cfg)
+    state = load_file(str(weights_path))
+    expected = net.state_dict()
+    wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
+    if wrong or set(state) - set(expected):
+        raise AvemoError(f"{directory}: weights do not match config.json (first mismatch: {(wrong or sorted(set(state) - set(expected)))[0]})")
+    net.load_state_dict(state)
+    net.eval()
+    return net, meta

@@ -1,0 +1,478 @@
+"""Training: corpora in, a saved model folder out.
+
+Single-modality corpora train their branch (speech corpora the voice branch, face
+corpora the face branch); both branches share the heads, so one run trains them
+together: every step takes one voice batch and one face batch. Paired audio-visual
+clips (MELD, CREMA-D video, a manifest of videos) add a third batch that trains both
+branches and the fusion at once, with modality dropout (one modality hidden at random)
+so the fused model stays good when a clip lacks a voice or a face. Validation holds out
+whole speakers, never files of a speaker seen in training; early stopping follows
+validation weighted F1. A checkpoint is written atomically after each epoch and a
+rerun with the same --out resumes from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .audio import MelSettings, log_mel
+from .datasets import Item, load_spec
+from .errors import AvemoError
+from .evaluate import classification_report, summary_line
+from .faces import CROP_SIZE
+from .labels import EMOTIONS, SENTIMENTS, UNKNOWN
+from .media import load_audio
+from .model import AvemoNet, ModelConfig, load_net, save_model
+
+log = logging.getLogger("avemo")
+
+#: Kinds of training input: speech files, face images, paired audio-visual clips.
+BRANCHES = ("audio", "face", "video")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings, saved beside the model for reproducibility."""
+
+    epochs: int = 7
+    patience: int = 3
+    audio_batch: int = 64  # the voice branch needs ~4x more passes than the face branch
+    face_batch: int = 128
+    video_batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    max_frames: int = 400  # random 4 s crops of longer utterances while training
+    seed: int = 0
+    val_speakers: float = 0.1  # share of speakers held out for validation
+    test_speakers: float = 0.2  # share held out for the final test (corpora with >= 5 speakers)
+
+
+# ---------------------------------------------------------------- splits
+
+def split_items(items: list[Item], s: TrainSettings) -> dict[str, list[Item]]:
+    """train / val / test with no speaker in two of them.
+
+    Corpora with their own split keep it (their val also serves as test where they
+    have no test). Corpora with 5+ speakers hold out whole speakers; corpora with
+    fewer speakers (TESS has 2) train only.
+    """
+    out: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+    by_corpus: dict[str, list[Item]] = {}
+    for item in items:
+        by_corpus.setdefault(item.corpus, []).append(item)
+    rng = random.Random(s.seed)
+    for corpus, group in sorted(by_corpus.items()):
+        if any(i.split for i in group):
+            own = {sp: [i for i in group if i.split == sp] for sp in ("train", "val", "test")}
+            test = own["test"] or own["val"]
+            train = own["train"]
+            val = own["val"] if own["test"] else []
+            if not val:  # carve validation from training files (no speakers known to keep apart)
+                train = train[:]
+                rng.shuffle(train)
+                cut = max(1, int(len(train) * s.val_speakers))
+                val, train = train[:cut], train[cut:]
+            out["train"] += train
+            out["val"] += val
+            out["test"] += test
+            continue
+        speakers = sorted({i.speaker for i in group if i.speaker})
+        if len(speakers) < 5:
+            out["train"] += group
+            continue
+        rng.shuffle(speakers)
+        n_test = max(1, round(len(speakers) * s.test_speakers))
+        n_val = max(1, round(len(speakers) * s.val_speakers))
+        test, val = set(speakers[:n_test]), set(speakers[n_test:n_test + n_val])
+        for item in group:
+            out["test" if item.speaker in test else "val" if item.speaker in val else "train"].append(item)
+    return out
+
+
+# ---------------------------------------------------------------- features, cached
+
+def _mel_of(args: tuple[str, dict]) -> np.ndarray:
+    path, mel = args
+    torch.set_num_threads(1)
+    return log_mel(load_audio(path), MelSettings(**mel)).astype(np.float16)
+
+
+def _clip_of(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A whole clip as one segment: its log-Mel (empty if silent) and main-face crops."""
+    from .faces import observe_faces
+    from .media import iter_frames, probe
+    from .predict import segment_inputs
+    from .segments import Segment
+
+    path, mel, fps, max_faces = args
+    torch.set_num_threads(1)
+    info = probe(path)
+    wave = load_audio(path) if info.has_audio else None
+    frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video else []
+    item = segment_inputs(Segment(0.0, info.duration), wave, frames, True, MelSettings(**mel), max_faces)
+    m = item.mel.astype(np.float16) if item.mel is not None else np.zeros((0, mel["n_mels"]), np.float16)
+    crops = np.stack(item.crops) if item.crops else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
+    return m, crops
+
+
+@lru_cache(maxsize=1)
+def _detector():
+    from .faces import FaceDetector
+
+    return FaceDetector()
+
+
+def _crop_of(path: str) -> np.ndarray:
+    grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise ValueError(f"{path}: unreadable image")
+    return cv2.resize(grey, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def _cache_key(items: list[Item], settings: dict) -> str:
+    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    for item in items:
+        st = item.path.stat()
+        h.update(f"{item.path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _ragged(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
+
+
+def _unragged(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int) -> list:
+    """Log-Mels (audio), 48x48 crops (face) or (log-Mel, crops) pairs (video) of `items`,
+    from the cache or computed once.
+
+    Why a cache: decoding 4,000 utterances takes longer than an epoch; keyed by
+    file identity and feature settings, a changed file or setting misses it.
+    """
+    settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE}
+    if modality == "video":
+        settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces)
+    path = cache_dir / f"{modality}-{_cache_key(items, settings)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            if modality != "video":
+                return _unragged(z["data"], z["offsets"])
+            return list(zip(_unragged(z["mel"], z["mel_offsets"]), _unragged(z["crops"], z["crop_offsets"])))
+    log.info("extracting %s features of %d files (cached in %s)", modality, len(items), path)
+    if modality == "face":
+        feats = [_crop_of(str(i.path)) for i in items]
+        arrays = dict(zip(("data", "offsets"), _ragged(feats)))
+    else:
+        fn, args = (_mel_of, [(str(i.path), cfg.mel) for i in items]) if modality == "audio" else \
+            (_clip_of, [(str(i.path), cfg.mel, cfg.frame_rate, cfg.max_faces) for i in items])
+        with ProcessPoolExecutor(workers) as pool:
+            feats = list(pool.map(fn, args, chunksize=8))
+        if modality == "audio":
+            arrays = dict(zip(("data", "offsets"), _ragged(feats)))
+        else:
+            arrays = dict(zip(("mel", "mel_offsets"), _ragged([m for m, _ in feats])))
+            arrays.update(zip(("crops", "crop_offsets"), _ragged([c for _, c in feats])))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return feats
+
+
+# ---------------------------------------------------------------- batches
+
+def _class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
+    """Inverse square-root frequency: rare classes count more, without drowning the rest."""
+    counts = np.bincount(labels[labels >= 0], minlength=k).astype(np.float64) + 1.0
+    w = counts ** -0.5
+    return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
+
+
+def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad mels into (B, T, n_mels); with `rng`, random crops and SpecAugment masks."""
+    clips = []
+    for m in mels:
+        m = m.astype(np.float32)
+        if len(m) > max_frames:
+            start = rng.integers(0, len(m) - max_frames + 1) if rng is not None else (len(m) - max_frames) // 2
+            m = m[start:start + max_frames]
+        if rng is not None:
+            m = m.copy()
+            for _ in range(2):
+                f = rng.integers(0, 9)
+                f0 = rng.integers(0, m.shape[1] - f + 1)
+                m[:, f0:f0 + f] = 0.0
+                t = rng.integers(0, min(25, len(m) // 5) + 1)
+                t0 = rng.integers(0, len(m) - t + 1)
+                m[t0:t0 + t] = 0.0
+        clips.append(torch.from_numpy(m))
+    lengths = torch.tensor([len(c) for c in clips])
+    return torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), lengths
+
+
+def face_batch(crops: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    """(B, 1, 48, 48) uint8; with `rng`, random flips and shifts of up to 4 pixels."""
+    x = crops
+    if rng is not None:
+        x = x.copy()
+        flip = rng.random(len(x)) < 0.5
+        x[flip] = x[flip, :, ::-1]
+        padded = np.pad(x, ((0, 0), (4, 4), (4, 4)), mode="edge")
+        dx, dy = rng.integers(0, 9, 2)
+        x = padded[:, dy:dy + CROP_SIZE, dx:dx + CROP_SIZE]
+    return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+
+
+def _loss(logits: tuple[torch.Tensor, torch.Tensor], emo: torch.Tensor, sent: torch.Tensor,
+          weights: dict[str, torch.Tensor], smoothing: float) -> torch.Tensor:
+    loss = F.cross_entropy(logits[0], emo, weight=weights["emotion"], label_smoothing=smoothing)
+    known = sent != UNKNOWN
+    if known.any():
+        loss = loss + 0.5 * F.cross_entropy(logits[1][known], sent[known], weight=weights["sentiment"], label_smoothing=smoothing)
+    return loss
+
+
+# ---------------------------------------------------------------- context stage
+
+CONTEXT_HIDDEN = 64
+
+
+def train_context_stage(net: AvemoNet, branches: dict[str, dict[str, Branch]], seed: int) -> dict | None:
+    """Where the data has dialogues, train the context stage on the frozen model's fused
+    embeddings of each dialogue's utterances in order; attach it to `net`. Returns its
+    test scores (None when no training item belongs to a dialogue)."""
+    from .context import fit_context, group_dialogues, score
+
+    sets = {}
+    for split in ("train", "val", "test"):
+        keys, turns, xs, emo, sent = [], [], [], [], []
+        for branch in (b[split] for b in branches.values()):
+            rows = [i for i, item in enumerate(branch.items) if item.dialogue]
+            if not rows:
+                continue
+            xs.append(embed_branch(net, branch)[rows])
+            keys += [branch.items[i].dialogue for i in rows]
+            turns += [branch.items[i].turn for i in rows]
+            emo.append(branch.emotion[rows])
+            sent.append(branch.sentiment[rows])
+        sets[split] = group_dialogues(keys, turns, torch.cat(xs), np.concatenate(emo), np.concatenate(sent)) if xs else []
+    if not sets["train"]:
+        return None
+    log.info("context stage: %d training dialogues", len(sets["train"]))
+    context, _ = fit_context(sets["train"], sets["val"], arch=net.cfg.rnn, hidden=CONTEXT_HIDDEN, seed=seed, layers=1)
+    net.context = context
+    net.cfg.context_hidden = CONTEXT_HIDDEN
+    reports = score(context, sets["test"]) if sets["test"] else {}
+    if "emotion" in reports:
+        log.info("%s", summary_line("test emotion in context", reports["emotion"]))
+    return reports
+
+
+# ---------------------------------------------------------------- the run
+
+def learning_rate(step: int, total: int, peak: float, warmup: float = 0.1) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak.
+
+    A pure function of the step, so a run resumed with more epochs stretches the
+    same curve instead of restoring a scheduler that expects fewer steps.
+    """
+    rise = max(1, int(total * warmup))
+    if step < rise:
+        return peak * (step + 1) / rise
+    progress = min(1.0, (step - rise) / max(1, total - rise))
+    return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+class Branch:
+    """The cached inputs and labels of one modality's split."""
+
+    def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int = 16) -> None:
+        self.modality = modality
+        self.items = items
+        self.max_faces = max_faces
+        self.feats = feats if modality != "face" else (np.stack(feats) if feats else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8))
+        self.emotion = np.array([i.emotion for i in items], dtype=np.int64)
+        self.sentiment = np.array([i.sentiment for i in items], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def inputs(self, idx: np.ndarray, max_frames: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        if self.modality == "audio":
+            mel, lengths = audio_batch([self.feats[i] for i in idx], max_frames, rng)
+            return {"mel": mel, "mel_lengths": lengths}
+        if self.modality == "face":
+            crops = face_batch(self.feats[idx], rng)
+            return {"crops": crops, "crop_mask": torch.ones(len(idx), 1, dtype=torch.bool)}
+        return self._clip_inputs(idx, max_frames, rng)
+
+    def _clip_inputs(self, idx: np.ndarray, max_frames: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        """Paired clips; in training (`rng`), one modality of a clip is hidden 1 time in 4."""
+        n_mels = self.feats[0][0].shape[1]
+        mels = [self.feats[i][0] if len(self.feats[i][0]) else np.zeros((1, n_mels), np.float16) for i in idx]
+        has_audio = torch.tensor([len(self.feats[i][0]) > 0 for i in idx])
+        mel, lengths = audio_batch(mels, max_frames, rng)
+        crops = torch.zeros(len(idx), self.max_faces, CROP_SIZE, CROP_SIZE, dtype=torch.uint8)
+        mask = torch.zeros(len(idx), self.max_faces, dtype=torch.bool)
+        for row, i in enumerate(idx):
+            clip = self.feats[i][1][: self.max_faces]
+            if len(clip):
+                crops[row, : len(clip)] = face_batch(clip, rng)[:, 0]
+                mask[row, : len(clip)] = True
+        has_face = mask.any(1)
+        if rng is not None:
+            both = (has_audio & has_face).numpy()
+            draw = rng.random(len(idx))
+            has_audio &= torch.from_numpy(~(both & (draw < 0.25)))
+            has_face &= torch.from_numpy(~(both & (draw >= 0.75)))
+        return {"mel": mel, "mel_lengths": lengths, "crops": crops, "crop_mask": mask & has_face[:, None],
+                "has_audio": has_audio, "has_face": has_face}
+
+
+@torch.no_grad()
+def embed_branch(net: AvemoNet, branch: Branch, max_frames: int = 3000) -> torch.Tensor:
+    """Fused embeddings (n, embed_dim) of a whole branch split, in item order."""
+    net.eval()
+    out = torch.zeros(len(branch), net.cfg.embed_dim)
+    order = np.argsort([len(f) for f in branch.feats]) if branch.modality == "audio" else np.arange(len(branch))
+    size = {"audio": 64, "face": 512, "video": 32}[branch.modality]
+    for start in range(0, len(order), size):
+        idx = order[start:start + size]
+        out[idx] = net.embed(**branch.inputs(idx, max_frames, None))
+    return out
+
+
+@torch.no_grad()
+def predict_branch(net: AvemoNet, branch: Branch) -> tuple[np.ndarray, np.ndarray]:
+    """Emotion and sentiment predictions over a whole branch split."""
+    emo, sent = net.heads(embed_branch(net, branch))
+    return emo.argmax(1).numpy(), sent.argmax(1).numpy()
+
+
+def branch_reports(net: AvemoNet, branch: Branch) -> dict:
+    emo, sent = predict_branch(net, branch)
+    known = branch.sentiment != UNKNOWN
+    return {
+        "emotion": classification_report(branch.emotion, emo, list(EMOTIONS)),
+        "sentiment": classification_report(branch.sentiment[known], sent[known], list(SENTIMENTS)),
+    }
+
+
+def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | None = None,
+          config: ModelConfig | None = None, cache_dir: str | Path = ".avemo-cache", workers: int = 2) -> dict:
+    """Train a model on the given corpora and save it to `out_dir`; returns its held-out scores."""
+    s = settings or TrainSettings()
+    cfg = config or ModelConfig()
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    random.seed(s.seed)
+    np.random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    items = [item for spec in data_specs for item in load_spec(spec)]
+    splits = split_items(items, s)
+    branches: dict[str, dict[str, Branch]] = {}
+    for name, group in splits.items():
+        for modality in BRANCHES:
+            chosen = [i for i in group if i.modality == modality]
+            feats = cached_features(chosen, modality, cfg, cache_dir, workers) if chosen else []
+            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces)
+    active = [m for m in BRANCHES if len(branches[m]["train"])]
+    if not active:
+        raise AvemoError("no training files: every corpus given is empty in its train split")
+    for m in active:
+        log.info("%s: %s", m, {k: len(v) for k, v in branches[m].items()})
+
+    net = AvemoNet(cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    batch = {"audio": s.audio_batch, "face": s.face_batch, "video": s.video_batch}
+    steps_per_epoch = max(max(1, len(branches[m]["train"]) // batch[m]) for m in active)
+    total_steps = s.epochs * steps_per_epoch
+    weights = {
+        m: {"emotion": _class_weights(branches[m]["train"].emotion, len(EMOTIONS)),
+            "sentiment": _class_weights(branches[m]["train"].sentiment, len(SENTIMENTS))}
+        for m in active
+    }
+    state = {"epoch": 0, "best": -1.0, "stale": 0, "history": []}
+    ckpt = out_dir / "checkpoint.pt"
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        state = saved["state"]
+        log.info("resuming from %s after epoch %d", ckpt, state["epoch"])
+    rng = np.random.default_rng(s.seed + state["epoch"])
+
+    while state["epoch"] < s.epochs and state["stale"] < s.patience:
+        net.train()
+        orders = {m: rng.permutation(len(branches[m]["train"])) for m in active}
+        total = 0.0
+        for step in range(steps_per_epoch):
+            loss = torch.zeros(())
+            for m in active:
+                b = branches[m]["train"]
+                size = batch[m]
+                idx = np.take(orders[m], range(step * size, (step + 1) * size), mode="wrap")
+                logits = net(**b.inputs(idx, s.max_frames, rng))
+                loss = loss + _loss(logits, torch.from_numpy(b.emotion[idx]), torch.from_numpy(b.sentiment[idx]),
+                                    weights[m], s.label_smoothing)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(state["epoch"] * steps_per_epoch + step, total_steps, s.lr)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            total += loss.item()
+        val = {m: branch_reports(net, branches[m]["val"]) for m in active if len(branches[m]["val"])}
+        score = float(np.mean([v["emotion"]["weighted_f1"] for v in val.values()])) if val else -total
+        state["epoch"] += 1
+        state["history"].append({"epoch": state["epoch"], "loss": total / steps_per_epoch, "val_weighted_f1": score})
+        log.info("epoch %d loss %.3f val weighted-F1 %.3f", state["epoch"], total / steps_per_epoch, score)
+        for m, v in val.items():
+            log.info("  %s", summary_line(f"val {m} emotion", v["emotion"]))
+        if score > state["best"]:
+            state["best"], state["stale"] = score, 0
+            save_model(net, out_dir / "best")
+        else:
+            state["stale"] += 1
+        tmp = out_dir / "checkpoint.pt.tmp"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state}, tmp)
+        os.replace(tmp, ckpt)
+
+    net, _ = load_net(out_dir / "best")
+    scores = {}
+    for m in active:
+        if len(branches[m]["test"]):
+            scores[m] = branch_reports(net, branches[m]["test"])
+            log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
+    context = train_context_stage(net, branches, s.seed)
+    if context:
+        scores["context"] = context
+    training = {
+        "data": data_specs,
+        "context_stage": bool(context),
+        "sizes": {m: {k: len(v) for k, v in branches[m].items()} for m in active},
+        "held_out": {m: sorted({i.speaker or i.split or "?" for i in branches[m]["test"].items}) for m in active},
+        "settings": asdict(s),
+        "history": state["history"],
+        "test": {m: {task: {k: r[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "majority_accuracy", "collapsed")}
+                     for task, r in rep.items()} for m, rep in scores.items()},
+    }
+    save_model(net, out_dir, training)
+    return scores

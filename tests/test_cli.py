@@ -1,0 +1,56 @@
+"""The command line as a user types it: output formats, batch behaviour, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from avemo.cli import main
+
+from .conftest import MEDIA
+
+
+def test_json_to_stdout(clips, capsys):
+    assert main(["predict", str(clips["talking_face"]), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["file"] == str(clips["talking_face"]) and doc["segments"][0]["modalities"] == ["audio", "face"]
+
+
+def test_srt_and_csv_files_by_suffix(clips, tmp_path, capsys):
+    assert main(["predict", str(clips["two_utterances"]), "--out", str(tmp_path / "r.srt")]) == 0
+    srt = (tmp_path / "r.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> ") and "[audio+face]" in srt
+    assert main(["predict", str(clips["two_utterances"]), "--out", str(tmp_path / "r.csv")]) == 0
+    assert (tmp_path / "r.csv").read_text().splitlines()[0].startswith("file,start,end,emotion,")
+
+
+def test_folder_batch_reports_bad_file_and_finishes_the_rest(clips, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name in ("speech_flac", "text_as_mp4", "talking_face"):
+        (folder / clips[name].name).write_bytes(clips[name].read_bytes())
+    code = main(["predict", str(folder), "--out", str(tmp_path / "all.csv")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "notes.mp4: not a readable media file" in err and "1 of 3 files failed" in err
+    rows = (tmp_path / "all.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[0].rsplit("/", 1)[-1] for r in rows} == {"speech.flac", "talking_face.mp4"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["predict", "/no/such/clip.mp4"], "avemo: error: /no/such/clip.mp4: no such file"),
+    (["predict", str(MEDIA / "no_face.mp4")], "nothing to analyse: no speech and no face in any frame"),
+    (["predict", str(MEDIA / "single_face.jpg"), "--model", "/no/model"], "not a model folder"),
+])
+def test_user_errors_are_one_line_and_exit_1(args, message, capsys):
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_console_script_exits_nonzero_without_traceback(clips):
+    proc = subprocess.run([sys.executable, "-m", "avemo", "predict", str(clips["empty"])], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith("empty file (0 bytes)") and "Traceback" not in proc.stderr
+    assert proc.stdout == ""

@@ -1,0 +1,84 @@
+"""Training on MELD-style precomputed utterance vectors, the seed's two systems (--arch gru|lstm).
+
+MELD's released pickles can't be had here, so the fixture builds one in their exact
+format: a pickled (train, dev, test) tuple of dicts "{Dialogue_ID}_{Utterance_ID}" ->
+vector, keyed by the first rows of MELD's real CSVs. Each vector is the shipped model's
+voice embedding of a real RAVDESS utterance with that row's emotion.
+"""
+
+import csv
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import avemo
+from avemo.cli import main
+from avemo.datasets import MELD_SPLITS
+from avemo.errors import AvemoError
+from avemo.context import load_meld_vectors
+
+from .conftest import DATA, RAVDESS, RAVDESS_CODE
+
+
+@pytest.fixture(scope="module")
+def meld_vectors(tmp_path_factory):
+    from avemo.audio import log_mel
+    from avemo.media import load_audio
+
+    root = tmp_path_factory.mktemp("vectors")
+    model = avemo.load_model()
+    parts = []
+    for split, n_rows in (("train", 300), ("val", 80), ("test", 120)):
+        csv_name = MELD_SPLITS[split][0]
+        with open(DATA / "meld_annotations" / csv_name, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [r for _, r in zip(range(n_rows), reader)]
+            fields = reader.fieldnames
+        with open(root / csv_name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        actors = {"train": range(1, 13), "val": range(13, 17), "test": range(17, 21)}[split]
+        vectors = {}
+        for i, row in enumerate(rows):
+            actor = list(actors)[i % len(actors)]
+            utt = sorted((RAVDESS / f"Actor_{actor:02d}").glob(f"03-01-{RAVDESS_CODE[row['Emotion']]}-*.flac"))[i % 4]
+            mel = torch.from_numpy(log_mel(load_audio(utt)))[None]
+            with torch.no_grad():
+                vec = model.net.audio(mel, torch.tensor([mel.shape[1]]))[0].numpy()
+            vectors[f"{row['Dialogue_ID']}_{row['Utterance_ID']}"] = vec
+        parts.append(vectors)
+    with open(root / "audio_embeddings_feature_selection_emotion.pkl", "wb") as f:
+        pickle.dump(tuple(parts), f)
+    return root
+
+
+def test_vectors_grouped_into_dialogues_in_turn_order(meld_vectors):
+    splits = load_meld_vectors(meld_vectors / "audio_embeddings_feature_selection_emotion.pkl", meld_vectors, "emotion")
+    assert sum(len(d.x) for d in splits["train"]) == 300
+    assert sum(len(d.x) for d in splits["test"]) == 120
+    first = splits["train"][0]
+    assert first.key == "0" and len(first.x) > 1 and (first.sentiment == -1).all()
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_seed_systems_beat_the_majority_baseline(meld_vectors, tmp_path, arch):
+    out = tmp_path / arch
+    assert main(["-q", "train", "--features", str(meld_vectors / "audio_embeddings_feature_selection_emotion.pkl"),
+                 "--labels", str(meld_vectors), "--arch", arch, "--epochs", "40", "--out", str(out)]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    test = meta["test"]
+    assert meta["arch"] == arch and not test["collapsed"]
+    assert test["accuracy"] > test["majority_accuracy"] and test["weighted_f1"] > 0.31
+
+
+def test_a_pickle_that_is_not_one(tmp_path, meld_vectors):
+    (tmp_path / "x.pkl").write_bytes(pickle.dumps({"not": "a tuple"}))
+    with pytest.raises(AvemoError, match="expected a \\(train, dev, test\\) tuple"):
+        load_meld_vectors(tmp_path / "x.pkl", meld_vectors, "emotion")
+    (tmp_path / "y.pkl").write_bytes(b"garbage")
+    with pytest.raises(AvemoError, match="not a readable feature pickle"):
+        load_meld_vectors(tmp_path / "y.pkl", meld_vectors, "emotion")

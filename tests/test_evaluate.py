@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from avemo.evaluate import classification_report, summary_line
+
+
+def test_majority_answer_is_flagged_as_collapsed():
+    y = np.array([0] * 48 + [1] * 30 + [2] * 22)
+    rep = classification_report(y, np.zeros_like(y), ["neutral", "joy", "sadness"])
+    assert rep["accuracy"] == pytest.approx(0.48) == rep["majority_accuracy"]
+    assert rep["collapsed"] and "COLLAPSED" in summary_line("x", rep)
+    assert rep["macro_f1"] == pytest.approx((2 * 0.48 / 1.48) / 3)
+
+
+def test_perfect_and_confusion():
+    y = np.array([0, 1, 2, 2])
+    p = np.array([0, 1, 2, 1])
+    rep = classification_report(y, p, ["a", "b", "c"])
+    assert rep["confusion"]["matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert rep["per_class"]["c"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert rep["uar"] == pytest.approx((1 + 1 + 0.5) / 3) and not rep["collapsed"]
+
+
+def _manifest(path, rows):
+    path.write_text("path,emotion\n" + "".join(f"{p},{e}\n" for p, e in rows))
+    return path
+
+
+def test_evaluate_cli_on_photos_audio_and_videos(clips, tmp_path, capsys):
+    import json
+
+    from avemo.cli import main
+
+    from .conftest import ANGRY, DATA, HAPPY
+
+    fer = DATA / "fer2013" / "val"
+    photos = [(p, lab) for lab in ("happy", "angry", "sad") for p in sorted((fer / lab).glob("*.jpg"))[:4]]
+    audio = [(ANGRY, "angry"), (HAPPY, "happy"), (clips["music_wav"], "neutral")]
+    videos = [(clips["talking_face"], "anger"), (clips["two_utterances"], "anger")]
+    for name, rows in (("photos", photos), ("audio", audio), ("videos", videos)):
+        report_path = tmp_path / f"{name}.json"
+        assert main(["-q", "evaluate", "--manifest", str(_manifest(tmp_path / f"{name}.csv", rows)),
+                     "--report", str(report_path)]) == 0
+        report = json.loads(report_path.read_text())
+        expected_n = len(rows) - (1 if name == "audio" else 0)  # the music file has no speech: skipped
+        assert report["n"] == expected_n and report["emotion"]["n"] == expected_n
+        for key in ("accuracy", "weighted_f1", "macro_f1", "uar", "majority_accuracy", "per_class", "confusion", "collapsed"):
+            assert key in report["emotion"] and key in report["sentiment"]
+        assert (tmp_path / f"{name}_emotion.png").stat().st_size > 1000
+    assert "no speech" in report_from(tmp_path / "audio.json")["skipped"][0]["reason"]
+    out = capsys.readouterr().out
+    assert "emotion: n=12 accuracy" in out and "(majority 0.333)" in out
+
+
+def report_from(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_evaluate_meld_split_restricted_to_one_modality(meld_fixture, tmp_path):
+    from avemo.cli import main
+
+    assert main(["-q", "evaluate", "--data", f"meld:{meld_fixture}", "--split", "test", "--modalities", "face",
+                 "--report", str(tmp_path / "r.json")]) == 0
+    report = report_from(tmp_path / "r.json")
+    assert report["n"] == 10 and report["modalities"] == ["face"]
+    assert report["sentiment"]["n"] == 10  # MELD carries its own sentiment labels

@@ -1,0 +1,49 @@
+import cv2
+import numpy as np
+
+from avemo.faces import CROP_SIZE, FaceDetector, crop_face
+from avemo.media import iter_frames
+
+from .conftest import DATA, FACE_VIDEO, MEDIA
+
+
+def _grey(path):
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+
+def test_counts_faces_in_real_photos():
+    det = FaceDetector()
+    assert len(det.detect(_grey(MEDIA / "single_face.jpg"))) == 1
+    assert len(det.detect(_grey(MEDIA / "multi_face.jpg"))) >= 4
+
+
+def test_main_face_is_the_largest():
+    boxes = FaceDetector().detect(_grey(MEDIA / "multi_face.jpg"))
+    areas = [w * h for _, _, w, h in boxes]
+    assert areas == sorted(areas, reverse=True)
+
+
+def test_face_found_in_most_frames_of_a_face_video_and_none_without():
+    det = FaceDetector()
+    hits = [det.observe(t, g) is not None for t, g in iter_frames(FACE_VIDEO, fps=1)]
+    assert sum(hits) / len(hits) > 0.9
+    assert not any(det.observe(t, g) for t, g in iter_frames(MEDIA / "no_face.mp4", fps=2))
+
+
+def test_switching_video_has_face_only_in_its_first_part():
+    det = FaceDetector()
+    seen = [(t, det.observe(t, g) is not None) for t, g in iter_frames(MEDIA / "face_noface.mov", fps=2)]
+    assert all(hit for t, hit in seen if t < 2.0)
+    assert not any(hit for t, hit in seen if t > 4.0)
+
+
+def test_crop_is_fer_sized_even_at_the_border():
+    grey = _grey(MEDIA / "single_face.jpg")
+    crop = crop_face(grey, (0, 0, 100, 100))
+    assert crop.shape == (CROP_SIZE, CROP_SIZE) and crop.dtype == np.uint8
+
+
+def test_tight_fer2013_crop_counts_as_a_face():
+    img = _grey(next((DATA / "fer2013" / "val" / "happy").glob("*.jpg")))
+    seen = FaceDetector().observe(0.0, img, is_still=True)
+    assert seen is not None and seen.crop.shape == (CROP_SIZE, CROP_SIZE)

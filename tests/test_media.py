@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from avemo.errors import AvemoError
+from avemo.media import iter_frames, load_audio, probe
+
+from .conftest import FACE_VIDEO, HAPPY, MEDIA
+
+
+def test_probe_real_video():
+    info = probe(FACE_VIDEO)
+    assert info.has_audio and info.has_video and not info.is_image
+    assert info.duration == pytest.approx(19.7, abs=0.1)
+
+
+def test_probe_image_and_audio():
+    assert probe(MEDIA / "single_face.jpg").is_image
+    info = probe(HAPPY)
+    assert info.has_audio and not info.has_video
+
+
+def test_audio_is_16k_mono_float():
+    wave = load_audio(HAPPY)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert 3.0 < len(wave) / 16000 < 5.0
+    assert np.abs(wave).max() > 0.05  # a real voice, not silence
+
+
+def test_frames_sampled_at_requested_rate():
+    frames = list(iter_frames(FACE_VIDEO, fps=2.0))
+    assert len(frames) == pytest.approx(19.7 * 2, abs=2)
+    times = [t for t, _ in frames]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert frames[0][1].dtype == np.uint8 and frames[0][1].shape == (360, 640)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("empty", "empty file"),
+    ("text_as_mp4", "not a readable media file"),
+])
+def test_unusable_files_raise_one_line(clips, name, message):
+    with pytest.raises(AvemoError, match=message) as exc:
+        probe(clips[name])
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AvemoError, match="no such file"):
+        probe(tmp_path / "nope.mp4")
+
+
+def test_truncated_file_decodes_its_first_part(clips):
+    wave = load_audio(clips["truncated"])
+    frames = list(iter_frames(clips["truncated"], fps=5))
+    assert 0 < len(wave) / 16000 < 14.0
+    assert 0 < len(frames) < 14 * 5

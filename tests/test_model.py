@@ -1,0 +1,69 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from avemo.errors import AvemoError
+from avemo.model import AvemoNet, ModelConfig, load_net, save_model
+from avemo.predict import default_model_dir
+
+TINY = ModelConfig(audio_channels=8, audio_hidden=8, face_channels=4, embed_dim=8)
+
+
+def test_shipped_model_loads_and_carries_its_card():
+    net, meta = load_net(default_model_dir())
+    assert sum(p.numel() for p in net.parameters()) > 100_000
+    assert (default_model_dir() / "model.safetensors").stat().st_size < 25 * 2**20
+    test = meta["training"]["test"]
+    for modality in ("audio", "face"):
+        scores = test[modality]["emotion"]
+        assert not scores["collapsed"]
+        assert scores["accuracy"] > scores["majority_accuracy"] + 0.15, modality
+    assert meta["training"]["held_out"]["audio"]  # speakers kept out of training
+
+
+def test_save_load_roundtrip(tmp_path):
+    net = AvemoNet(TINY).eval()
+    save_model(net, tmp_path)
+    loaded, meta = load_net(tmp_path)
+    mel, lengths = torch.randn(2, 50, 64), torch.tensor([50, 30])
+    assert torch.allclose(net(mel=mel, mel_lengths=lengths)[0], loaded(mel=mel, mel_lengths=lengths)[0])
+    assert meta["architecture"]["face_channels"] == 4
+
+
+def test_config_and_weights_must_match(tmp_path):
+    save_model(AvemoNet(TINY), tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["architecture"]["embed_dim"] = 16
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(AvemoError, match="weights do not match"):
+        load_net(tmp_path)
+    meta["architecture"]["emotions"] = ["happy", "sad"]
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(AvemoError, match="label sets"):
+        load_net(tmp_path)
+
+
+def test_missing_modality_drops_out_of_the_fusion():
+    net = AvemoNet(TINY).eval()
+    mel, lengths = torch.randn(2, 40, 64), torch.tensor([40, 40])
+    crops = torch.randint(0, 255, (2, 3, 48, 48), dtype=torch.uint8)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    both = net(mel=mel, mel_lengths=lengths, crops=crops, crop_mask=mask, has_face=mask.any(1))[0]
+    voice = net(mel=mel, mel_lengths=lengths)[0]
+    assert torch.allclose(both[1], voice[1], atol=1e-6)  # no face in row 1: the voice alone decides
+    assert not torch.allclose(both[0], voice[0], atol=1e-4)
+
+
+def test_lstm_variant_builds(tmp_path):
+    cfg = ModelConfig(**{**TINY.__dict__, "rnn": "lstm"})
+    save_model(AvemoNet(cfg), tmp_path)
+    assert isinstance(load_net(tmp_path)[0].audio.rnn, torch.nn.LSTM)
+
+
+def test_copied_shipped_model_loads_by_path(tmp_path):
+    shutil.copytree(default_model_dir(), tmp_path / "m")
+    import avemo
+
+    assert avemo.load_model(tmp_path / "m").cfg.emotions[0] == "neutral"

@@ -1,0 +1,143 @@
+"""The main job on real media, through the public API."""
+
+import numpy as np
+import pytest
+
+import avemo
+from avemo.errors import AvemoError
+from avemo.labels import EMOTIONS, SENTIMENTS
+from avemo.segments import Segment
+
+from .conftest import FACE_VIDEO, HAPPY, MEDIA
+
+KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return avemo.load_model()
+
+
+def _check(result):
+    d = result.to_dict()
+    assert set(d) == KEYS
+    assert list(d["emotion_probs"]) == list(EMOTIONS) and list(d["sentiment_probs"]) == list(SENTIMENTS)
+    assert sum(d["emotion_probs"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert sum(d["sentiment_probs"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert d["emotion"] == max(d["emotion_probs"], key=d["emotion_probs"].get)
+    assert d["sentiment"] == max(d["sentiment_probs"], key=d["sentiment_probs"].get)
+    assert d["end"] >= d["start"]
+
+
+def test_talking_face_uses_both_modalities(model, clips):
+    (seg,) = model.predict(clips["talking_face"])
+    _check(seg)
+    assert seg.modalities == ["audio", "face"] and seg.faces == 1
+    assert (seg.start, seg.end) == (0.0, pytest.approx(5.0, abs=0.1))
+
+
+def test_longer_video_is_time_stamped_by_speech(model, clips):
+    results = model.predict(clips["two_utterances"])
+    for r in results:
+        _check(r)
+    voiced = [r for r in results if "audio" in r.modalities]
+    assert len(voiced) == 2
+    assert 1.0 <= voiced[0].start < 3.0 and 8.0 <= voiced[1].start < 10.0
+    assert all(r.modalities == ["face"] for r in results if r not in voiced)
+    assert results[0].start == 0.0 and results[-1].end == pytest.approx(14.0, abs=0.1)
+
+
+def test_speech_over_faceless_video_is_voice_only(model, clips, caplog):
+    results = model.predict(clips["speech_no_face"])
+    assert results and all(r.modalities == ["audio"] and r.faces == 0 for r in results)
+    assert "no face found" in caplog.text
+
+
+def test_silent_face_video_gets_face_only_segments_covering_it(model):
+    results = model.predict(FACE_VIDEO)
+    assert all(r.modalities == ["face"] and r.faces == 1 for r in results)
+    assert results[0].start == 0.0 and results[-1].end == pytest.approx(19.69, abs=0.05)
+    assert all(a.end == b.start for a, b in zip(results, results[1:]))
+
+
+def test_photo_is_face_only(model):
+    (r,) = model.predict(MEDIA / "single_face.jpg")
+    _check(r)
+    assert r.modalities == ["face"] and r.faces == 1
+    (group,) = model.predict(MEDIA / "multi_face.jpg")
+    assert group.faces >= 4
+
+
+def test_audio_file_is_voice_only(model, clips):
+    (r,) = model.predict(clips["speech_flac"])
+    _check(r)
+    assert r.modalities == ["audio"] and r.faces == 0
+
+
+def test_video_without_audio_track_is_face_only(model, clips, caplog):
+    results = model.predict(clips["face_no_audio_track"])
+    assert results and all(r.modalities == ["face"] for r in results)
+    assert "no audio track" in caplog.text
+
+
+@pytest.mark.parametrize("name,message", [
+    ("music_wav", "no speech"),
+    ("silence_wav", "no speech \\(silent audio\\)"),
+    ("empty", "empty file"),
+    ("text_as_mp4", "not a readable media file"),
+])
+def test_nothing_to_analyse_is_a_clear_error(model, clips, name, message):
+    with pytest.raises(AvemoError, match=message):
+        model.predict(clips[name])
+
+
+def test_neither_face_nor_speech(model):
+    with pytest.raises(AvemoError, match="no speech and no face"):
+        model.predict(MEDIA / "no_face.mp4")
+
+
+def test_truncated_video_gives_its_first_part(model, clips, caplog):
+    results = model.predict(clips["truncated"])
+    assert results and results[-1].end < 14.0
+    assert "stops early" in caplog.text
+
+
+def test_frame_indexed_by_file_start_end(model, clips):
+    frame = model.predict(clips["two_utterances"], as_frame=True)
+    assert frame.index.names == ["file", "start", "end"]
+    assert {"emotion", "sentiment", "emotion_joy", "sentiment_negative", "modalities", "faces"} <= set(frame.columns)
+    assert frame.filter(like="emotion_").sum(axis=1).round(2).eq(1.0).all()
+
+
+def test_list_of_files_skips_the_bad_one(model, clips):
+    out = model.predict([clips["speech_flac"], clips["text_as_mp4"], MEDIA / "single_face.jpg"])
+    assert list(out) == [str(clips["speech_flac"]), str(MEDIA / "single_face.jpg")]
+    frame = model.predict([clips["speech_flac"], MEDIA / "single_face.jpg"], as_frame=True)
+    assert frame.index.get_level_values("file").nunique() == 2
+
+
+def test_signal_in_memory_matches_the_file(model):
+    from avemo.media import load_audio
+
+    from_file = model.predict(HAPPY)
+    from_signal = model.predict(load_audio(HAPPY))
+    assert from_signal[0].emotion_probs == pytest.approx(from_file[0].emotion_probs, abs=1e-4)
+    wave48k = np.interp(np.linspace(0, 1, 3 * len(load_audio(HAPPY))), np.linspace(0, 1, len(load_audio(HAPPY))), load_audio(HAPPY))
+    assert model.predict(wave48k, sampling_rate=48000)[0].modalities == ["audio"]
+
+
+def test_user_segments_and_modality_choice(model, clips):
+    results = model.predict(clips["two_utterances"], segments=[Segment(1.0, 5.0), Segment(8.0, 12.0)])
+    assert [(r.start, r.end) for r in results] == [(1.0, 5.0), (8.0, 12.0)]
+    assert all(r.modalities == ["audio", "face"] for r in results)
+    face_only = model.predict(clips["talking_face"], modalities=["face"])
+    assert all(r.modalities == ["face"] for r in face_only)
+    with pytest.raises(AvemoError, match="modalities"):
+        model.predict(clips["talking_face"], modalities=["smell"])
+
+
+def test_each_modality_changes_the_answer(model, clips):
+    both = model.predict(clips["talking_face"])[0].emotion_probs
+    voice = model.predict(clips["talking_face"], modalities=["audio"])[0].emotion_probs
+    face = model.predict(clips["talking_face"], modalities=["face"])[0].emotion_probs
+    assert both != voice and both != face

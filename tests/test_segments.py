@@ -1,0 +1,58 @@
+import pytest
+
+from avemo.errors import AvemoError
+from avemo.media import load_audio
+from avemo.segments import Segment, plan_segments, read_segments, speech_regions
+
+from .conftest import ANGRY
+
+
+def test_vad_finds_the_utterances_where_they_were_placed(clips):
+    regions = speech_regions(load_audio(clips["two_utterances"]))
+    assert len(regions) == 2
+    (s1, e1), (s2, e2) = regions
+    assert 1.0 <= s1 < 3.0 and e1 < 6.0  # angry utterance placed at 1.0 s (RAVDESS has ~1 s lead-in)
+    assert 8.0 <= s2 < 10.0 and e2 <= 14.0
+
+
+def test_no_speech_in_music_or_silence(clips):
+    assert speech_regions(load_audio(clips["music_wav"])) == []
+    assert speech_regions(load_audio(clips["silence_wav"])) == []
+
+
+def test_short_clip_is_one_segment():
+    assert plan_segments(4.0, [(1.0, 3.0)], with_video=True) == [Segment(0.0, 4.0, True)]
+
+
+def test_silent_video_gets_face_windows_covering_it():
+    segs = plan_segments(19.7, [], with_video=True)
+    assert segs[0].start == 0.0 and segs[-1].end == pytest.approx(19.7)
+    assert all(not s.speech and s.duration <= 5.0 for s in segs)
+    assert all(a.end == b.start for a, b in zip(segs, segs[1:]))
+
+
+def test_long_speech_is_split_and_gaps_filled():
+    segs = plan_segments(60.0, [(2.0, 27.0), (40.0, 41.0)], with_video=True)
+    speech = [s for s in segs if s.speech]
+    assert [round(s.duration, 2) for s in speech[:3]] == [8.33, 8.33, 8.33]
+    assert all(s.duration <= 10.0 for s in segs)
+    assert segs[-1].end == 60.0
+
+
+def test_audio_only_gets_speech_segments_only():
+    assert plan_segments(30.0, [(12.0, 14.0)], with_video=False) == [Segment(12.0, 14.0, True)]
+
+
+def test_user_segments_from_csv_and_srt(tmp_path):
+    (tmp_path / "s.csv").write_text("start,end\n0.5,2.0\n3,4.25\n")
+    (tmp_path / "s.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nhello\n\n2\n00:01:03,000 --> 00:01:04,250\nbye\n")
+    assert read_segments(tmp_path / "s.csv") == [Segment(0.5, 2.0), Segment(3.0, 4.25)]
+    assert read_segments(tmp_path / "s.srt") == [Segment(0.5, 2.0), Segment(63.0, 64.25)]
+    (tmp_path / "bad.csv").write_text("from,to\n1,2\n")
+    with pytest.raises(AvemoError, match="start"):
+        read_segments(tmp_path / "bad.csv")
+
+
+def test_vad_on_a_real_utterance():
+    regions = speech_regions(load_audio(ANGRY))
+    assert len(regions) == 1 and regions[0][1] - regions[0][0] > 1.0

@@ -1,0 +1,75 @@
+"""A real (tiny) training run on real files: it learns, saves a loadable model, and resumes."""
+
+import json
+import shutil
+
+import pytest
+
+import avemo
+from avemo.model import ModelConfig
+from avemo.train import TrainSettings, train
+
+from .conftest import DATA
+
+TINY = ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    for actor in range(1, 7):
+        src = DATA / "ravdess_speech" / f"Actor_{actor:02d}"
+        dst = root / "ravdess" / src.name
+        dst.mkdir(parents=True)
+        for f in sorted(src.glob("03-01-0[3-5]-01-01-*.flac")):  # happy, sad, angry
+            shutil.copy(f, dst)
+    for split, n in (("train", 24), ("val", 8)):
+        for label in ("happy", "angry", "sad"):
+            dst = root / "fer" / split / label
+            dst.mkdir(parents=True)
+            for f in sorted((DATA / "fer2013" / split / label).glob("*.jpg"))[:n]:
+                shutil.copy(f, dst)
+    return [f"ravdess:{root / 'ravdess'}", f"fer2013:{root / 'fer'}"]
+
+
+def test_train_saves_a_model_that_predicts_and_resumes(corpora, tmp_path):
+    settings = TrainSettings(epochs=1, audio_batch=8, face_batch=16, patience=5)
+    scores = train(corpora, tmp_path / "m", settings, TINY, cache_dir=tmp_path / "cache", workers=1)
+    assert set(scores) == {"audio", "face"}
+    card = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
+    assert card["sizes"]["audio"]["test"] > 0 and len(card["history"]) == 1
+    assert len(card["held_out"]["audio"]) == 1  # one of the six actors is kept out for the test
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+
+    # a second run with more epochs resumes from the checkpoint instead of starting over
+    settings.epochs = 2
+    train(corpora, tmp_path / "m", settings, TINY, cache_dir=tmp_path / "cache", workers=1)
+    card = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached  # features were not extracted again
+
+    model = avemo.load_model(tmp_path / "m")
+    (r,) = model.predict(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac")
+    assert r.modalities == ["audio"]
+
+
+def test_meld_layout_trains_the_fused_model_and_its_context_stage(meld_fixture, tmp_path, caplog):
+    settings = TrainSettings(epochs=1, video_batch=8, patience=5)
+    scores = train([f"meld:{meld_fixture}"], tmp_path / "m", settings, TINY, cache_dir=tmp_path / "cache", workers=1)
+    assert "1 clips listed in the CSVs are missing" in caplog.text
+    card = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
+    assert card["sizes"]["video"] == {"train": 30, "val": 7, "test": 10}
+    assert scores["video"]["emotion"]["n"] == 10
+    assert scores["context"]["emotion"]["n"] == 10  # the test split's utterances, judged in context
+    model = avemo.load_model(tmp_path / "m")
+    assert model.net.context is not None and card["context_stage"]
+    clip = next((meld_fixture / "output_repeated_splits_test").glob("*.mp4"))
+    (r,) = model.predict(clip)
+    assert r.modalities == ["audio", "face"]
+    # over a longer video the context stage reads all segments together: a segment's
+    # answer depends on its neighbours
+    from avemo.segments import Segment
+
+    alone = model.predict(clip, segments=[Segment(0.0, 2.5)])[0].emotion_probs
+    together = model.predict(clip, segments=[Segment(0.0, 2.5), Segment(0.0, 1.2)])[0].emotion_probs
+    assert alone != together
