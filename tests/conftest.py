@@ -7,6 +7,7 @@ here. RAVDESS is CC BY-NC-SA 4.0; the clips live only in pytest's temp folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -33,6 +34,12 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=f"shared data not found at {DATA} (set AVEMO_SHARED_DATA)")
         for item in items:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _avemo_warnings_seen(caplog):
+    """Each test sees avemo's warnings, whatever level an earlier CLI call (-q) left set."""
+    caplog.set_level(logging.INFO, logger="avemo")
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +86,8 @@ RAVDESS_CODE = {"neutral": "01", "joy": "03", "sadness": "04", "anger": "05", "f
 def meld_fixture(tmp_path_factory) -> Path:
     """A small MELD-layout folder: the first rows of MELD's real CSVs (unchanged columns),
     each row's clip a composite of a real face video and a real RAVDESS utterance with the
-    row's emotion (actors 1-12, rotating). One listed clip is left out, as in the release."""
+    row's emotion (actors 1-12, rotating). As in the release, one listed clip is missing;
+    one more is unreadable (the last training clip holds text)."""
     import csv
 
     root = tmp_path_factory.mktemp("meld")
@@ -102,6 +110,9 @@ def meld_fixture(tmp_path_factory) -> Path:
             n += 1
             actor = n % 12 + 1
             utt = sorted((RAVDESS / f"Actor_{actor:02d}").glob(f"03-01-{RAVDESS_CODE[row['Emotion']]}-*.flac"))[n % 4]
-            mux_clip(FACE_VIDEO, [(0.0, utt)], root / folder / f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4",
-                     start=float(n % 10), duration=2.5)
+            clip = root / folder / f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4"
+            if split == "train" and i == len(rows) - 1:
+                clip.write_text("not a video\n")
+                continue
+            mux_clip(FACE_VIDEO, [(0.0, utt)], clip, start=float(n % 10), duration=2.5)
     return root

@@ -141,3 +141,11 @@ def test_each_modality_changes_the_answer(model, clips):
     voice = model.predict(clips["talking_face"], modalities=["audio"])[0].emotion_probs
     face = model.predict(clips["talking_face"], modalities=["face"])[0].emotion_probs
     assert both != voice and both != face
+
+
+def test_voice_input_is_the_speech_span_however_the_segment_is_drawn(model):
+    """Silence around an utterance must not change the voice's answer: the branch sees the
+    speech span inside the segment, as it did in training."""
+    auto = model.predict(HAPPY)[0]
+    wider = model.predict(HAPPY, segments=[Segment(0.2, auto.end)])[0]
+    assert wider.emotion_probs == auto.emotion_probs

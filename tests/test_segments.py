@@ -56,3 +56,13 @@ def test_user_segments_from_csv_and_srt(tmp_path):
 def test_vad_on_a_real_utterance():
     regions = speech_regions(load_audio(ANGRY))
     assert len(regions) == 1 and regions[0][1] - regions[0][0] > 1.0
+
+
+def test_speech_span_is_first_to_last_speech_inside_the_segment():
+    from avemo.segments import speech_span
+
+    speech = [(1.0, 2.0), (3.0, 4.5), (8.0, 9.0)]
+    assert speech_span(0.0, 6.0, speech, 0.3) == (1.0, 4.5)
+    assert speech_span(1.5, 3.2, speech, 0.3) == (1.5, 3.2)
+    assert speech_span(4.4, 8.1, speech, 0.3) is None  # 0.2 s of speech is too little
+    assert speech_span(5.0, 7.0, speech, 0.3) is None

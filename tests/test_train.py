@@ -57,8 +57,9 @@ def test_meld_layout_trains_the_fused_model_and_its_context_stage(meld_fixture, 
     settings = TrainSettings(epochs=1, video_batch=8, patience=5)
     scores = train([f"meld:{meld_fixture}"], tmp_path / "m", settings, TINY, cache_dir=tmp_path / "cache", workers=1)
     assert "1 clips listed in the CSVs are missing" in caplog.text
+    assert "train video: 1 of 30 files could not be used" in caplog.text
     card = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
-    assert card["sizes"]["video"] == {"train": 30, "val": 7, "test": 10}
+    assert card["sizes"]["video"] == {"train": 29, "val": 7, "test": 10}
     assert scores["video"]["emotion"]["n"] == 10
     assert scores["context"]["emotion"]["n"] == 10  # the test split's utterances, judged in context
     model = avemo.load_model(tmp_path / "m")

@@ -182,7 +182,6 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     handler.setFormatter(_OneLine())
     logger = logging.getLogger("avemo")
     logger.handlers[:] = [handler]
-    logger.propagate = False
     logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import AvemoError
 from .evaluate import classification_report, summary_line
-from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, emotion_index, sentiment_index
+from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights, emotion_index, sentiment_index
 from .model import ContextNet
 
 log = logging.getLogger("avemo")
@@ -47,12 +47,13 @@ def _pad(dialogues: list[Dialogue]) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return x, lengths, emo, sent
 
 
-def _masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over real, labelled utterances only: padding and unknown labels are masked."""
+def _masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Class-weighted cross-entropy over real, labelled utterances only (padding and
+    unknown labels masked)."""
     keep = target != UNKNOWN
     if not keep.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[keep], target[keep])
+    return F.cross_entropy(logits[keep], target[keep], weight=weight)
 
 
 @torch.no_grad()
@@ -89,6 +90,11 @@ def fit_context(train: list[Dialogue], val: list[Dialogue], arch: str = "gru", h
     rng = np.random.default_rng(seed)
     layers = layers or (1 if arch == "gru" else 2)
     net = ContextNet(train[0].x.shape[1], hidden, arch, len(EMOTIONS), len(SENTIMENTS), layers=layers)
+    every = torch.cat([d.x for d in train])
+    net.shift.copy_(every.mean(0))
+    net.scale.copy_(every.std(0).clamp(min=1e-4))
+    weights = [balanced_weights(torch.cat([getattr(d, task) for d in train]).numpy(), k)
+               for task, k in (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS)))]
     opt = torch.optim.Adam(net.parameters(), lr=1e-3) if arch == "gru" else torch.optim.Adadelta(net.parameters(), lr=1.0)
     best, best_state, stale, history = -1.0, None, 0, []
     for epoch in range(1, epochs + 1):
@@ -97,7 +103,7 @@ def fit_context(train: list[Dialogue], val: list[Dialogue], arch: str = "gru", h
         for start in range(0, len(order), batch):
             x, lengths, emo, sent = _pad([train[i] for i in order[start:start + batch]])
             e, s = net(x, lengths)
-            loss = _masked_ce(e.flatten(0, 1), emo.flatten()) + _masked_ce(s.flatten(0, 1), sent.flatten())
+            loss = _masked_ce(e.flatten(0, 1), emo.flatten(), weights[0]) + _masked_ce(s.flatten(0, 1), sent.flatten(), weights[1])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)

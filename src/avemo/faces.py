@@ -56,14 +56,19 @@ class FaceDetector:
         return [tuple(int(v) for v in b) for b in sorted(boxes, key=rank)]
 
     def observe(self, time: float, grey: np.ndarray, is_still: bool = False) -> FaceObservation | None:
-        """The main face of one frame, or None. A tiny still counts as a face crop itself."""
-        boxes = self.detect(grey)
-        if boxes:
-            return FaceObservation(time, boxes[0], crop_face(grey, boxes[0]), len(boxes))
+        """The main face of one frame, or None.
+
+        A still of at most TIGHT_CROP_MAX_SIDE pixels is taken whole as the face crop
+        (FER2013 / CK+ style, the face filling the image): a detector would find no
+        face in it, or cut a part of the face out of it.
+        """
         h, w = grey.shape[:2]
         if is_still and max(h, w) <= TIGHT_CROP_MAX_SIDE:
             crop = cv2.resize(grey, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
             return FaceObservation(time, (0, 0, w, h), crop, 1)
+        boxes = self.detect(grey)
+        if boxes:
+            return FaceObservation(time, boxes[0], crop_face(grey, boxes[0]), len(boxes))
         return None
 
 

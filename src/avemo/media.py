@@ -89,11 +89,12 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
                 log.warning("%s: audio stops early at a damaged part (%s); using what decoded", path, _reason(exc))
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
+            declared = _stream_seconds(stream)
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
+    _warn_if_short(path, "audio", len(wave) / sample_rate, declared)
+    return wave
 
 
 def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
@@ -114,9 +115,11 @@ def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarra
             width, height = stream.codec_context.width, stream.codec_context.height
             scale = min(1.0, MAX_FRAME_SIDE / max(width, height, 1))
             size = (max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2))
+            declared, last = _stream_seconds(stream), 0.0
             try:
                 for frame in container.decode(stream):
                     t = float(frame.time) if frame.time is not None else next_t
+                    last = t
                     if t + 1e-6 < next_t:
                         continue
                     grey = frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray()
@@ -124,6 +127,8 @@ def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarra
                     next_t = (int(t / step + 1e-6) + 1) * step
             except av.FFmpegError as exc:
                 log.warning("%s: video stops early at a damaged part (%s); using what decoded", path, _reason(exc))
+                return
+            _warn_if_short(path, "video", last + step, declared)
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
 
@@ -136,6 +141,20 @@ def _duration(container: av.container.InputContainer) -> float:
         if stream.duration is not None and stream.time_base is not None:
             best = max(best, float(stream.duration * stream.time_base))
     return best
+
+
+def _stream_seconds(stream: av.stream.Stream) -> float | None:
+    """The length a stream's header declares, if it declares one."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _warn_if_short(path: str | Path, kind: str, decoded: float, declared: float | None) -> None:
+    """A stream that ends well before its declared length was cut off (a truncated download or copy)."""
+    if declared and decoded < declared - max(1.0, 0.05 * declared):
+        log.warning("%s: %s stops early at %.1f s of its declared %.1f s (truncated file?); using what decoded",
+                    path, kind, decoded, declared)
 
 
 def _unreadable(path: str | Path, exc: Exception) -> AvemoError:

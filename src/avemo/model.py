@@ -173,7 +173,8 @@ class ContextNet(nn.Module):
     classifying every utterance in the light of its neighbours.
 
     Its heads read the utterance's own vector beside the context, so it starts from what
-    the utterance alone says and learns what the neighbours add.
+    the utterance alone says and learns what the neighbours add. Inputs are standardised
+    with the training set's statistics, kept as buffers so they travel with the weights.
     """
 
     def __init__(self, input_dim: int, hidden: int, rnn: str, n_emotions: int, n_sentiments: int,
@@ -185,9 +186,12 @@ class ContextNet(nn.Module):
         self.mix = nn.Sequential(nn.Dropout(dropout), nn.Linear(input_dim + 2 * hidden, hidden), nn.ReLU())
         self.emotion_head = nn.Linear(hidden, n_emotions)
         self.sentiment_head = nn.Linear(hidden, n_sentiments)
+        self.register_buffer("shift", torch.zeros(input_dim))
+        self.register_buffer("scale", torch.ones(input_dim))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, input_dim), lengths (B,) -> emotion (B, T, E) and sentiment (B, T, S) logits."""
+        x = (x - self.shift) / self.scale
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])

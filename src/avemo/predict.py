@@ -23,12 +23,12 @@ from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, observe_faces
 from .media import SAMPLE_RATE, iter_frames, load_audio, probe
 from .model import AvemoNet, load_net
-from .segments import Segment, plan_segments, speech_regions
+from .segments import Segment, plan_segments, speech_regions, speech_span
 
 log = logging.getLogger("avemo")
 
 MODALITIES = ("audio", "face")
-#: RMS below this (about -50 dBFS) is silence: no voice to analyse even inside user-given segments.
+#: A file whose audio RMS is below this (about -50 dBFS) is silent: the VAD is skipped and errors say "silent".
 SILENCE_RMS = 0.003
 #: Voice segments shorter than this carry too little prosody to judge.
 MIN_VOICE_S = 0.3
@@ -61,15 +61,16 @@ class SegmentInputs:
     faces: int = 0
 
 
-def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: list[FaceObservation], use_voice: bool,
-                   mel: MelSettings, max_faces: int, is_image: bool = False) -> SegmentInputs:
-    """Log-Mel of the segment's voice (if `use_voice` and not silent) and up to `max_faces`
-    main-face crops spread evenly over it. Shared by prediction and training on clips."""
+def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: list[FaceObservation],
+                   speech: list[tuple[float, float]], mel: MelSettings, max_faces: int, is_image: bool = False
+                   ) -> SegmentInputs:
+    """Log-Mel of the speech span inside the segment (if the VAD heard enough speech there)
+    and up to `max_faces` main-face crops spread evenly over it. Shared by prediction and
+    training on clips, so both see the same inputs."""
     item = SegmentInputs(seg)
-    if wave is not None and use_voice:
-        piece = wave[int(seg.start * SAMPLE_RATE): int(seg.end * SAMPLE_RATE)]
-        if len(piece) >= MIN_VOICE_S * SAMPLE_RATE and _rms(piece) >= SILENCE_RMS:
-            item.mel = log_mel(piece, mel)
+    span = speech_span(seg.start, seg.end, speech, MIN_VOICE_S) if wave is not None else None
+    if span is not None:
+        item.mel = log_mel(wave[int(span[0] * SAMPLE_RATE): int(span[1] * SAMPLE_RATE)], mel)
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
     if inside:
         pick = np.linspace(0, len(inside) - 1, min(len(inside), max_faces)).round().astype(int)
@@ -167,17 +168,16 @@ class Model:
                  has_video: bool, is_image: bool, segments: list[Segment] | None, modalities: tuple[str, ...],
                  name: str) -> list[SegmentResult]:
         has_voice = wave is not None and len(wave) >= MIN_VOICE_S * SAMPLE_RATE and _rms(wave) >= SILENCE_RMS
+        speech = speech_regions(wave) if has_voice and not is_image else []
         if is_image:
             plan = [Segment(0.0, 0.0, False)]
         elif segments is not None:
             plan = segments
         else:
-            speech = speech_regions(wave) if has_voice else []
             plan = plan_segments(duration, speech, with_video=has_video)
         pending = []
         for seg in plan:
-            item = segment_inputs(seg, wave, observations or [], seg.speech or segments is not None,
-                                  self.mel, self.cfg.max_faces, is_image)
+            item = segment_inputs(seg, wave, observations or [], speech, self.mel, self.cfg.max_faces, is_image)
             if item.mel is not None or item.crops:
                 pending.append(item)
         if not pending:

@@ -109,6 +109,20 @@ def speech_regions(wave: np.ndarray, settings: SegmentationSettings = Segmentati
     ]
 
 
+def speech_span(start: float, end: float, speech: list[tuple[float, float]], min_speech: float) -> tuple[float, float] | None:
+    """From the first to the last speech inside [start, end), or None with less than
+    `min_speech` seconds of speech there.
+
+    Why: the voice branch always sees a segment's speech span, however the segment was
+    made (VAD, the user's times, a whole training file), so its per-utterance
+    normalisation never mixes in different amounts of silence.
+    """
+    inside = [(max(start, s), min(end, e)) for s, e in speech if min(end, e) > max(start, s)]
+    if sum(e - s for s, e in inside) < min_speech:
+        return None
+    return inside[0][0], inside[-1][1]
+
+
 def split_long(start: float, end: float, max_len: float, speech: bool) -> list[Segment]:
     """Split [start, end) into equal pieces no longer than `max_len`."""
     pieces = max(1, int(np.ceil((end - start) / max_len - 1e-9)))

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import MelSettings, log_mel
+from .audio import MelSettings
 from .datasets import Item, load_spec
 from .errors import AvemoError
 from .evaluate import classification_report, summary_line
 from .faces import CROP_SIZE
-from .labels import EMOTIONS, SENTIMENTS, UNKNOWN
-from .media import load_audio
+from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
+from .media import SAMPLE_RATE, load_audio
 from .model import AvemoNet, ModelConfig, load_net, save_model
 
 log = logging.getLogger("avemo")
@@ -106,9 +106,20 @@ def split_items(items: list[Item], s: TrainSettings) -> dict[str, list[Item]]:
 # ---------------------------------------------------------------- features, cached
 
 def _mel_of(args: tuple[str, dict]) -> np.ndarray:
+    """Log-Mel of a file's speech span, as `predict` sees a segment; empty (0 frames)
+    for a file that cannot be decoded or holds no speech."""
+    from .predict import segment_inputs
+    from .segments import Segment, speech_regions
+
     path, mel = args
     torch.set_num_threads(1)
-    return log_mel(load_audio(path), MelSettings(**mel)).astype(np.float16)
+    try:
+        wave = load_audio(path)
+    except AvemoError as exc:
+        log.warning("%s", exc)
+        return np.zeros((0, mel["n_mels"]), np.float16)
+    voice = segment_inputs(Segment(0.0, len(wave) / SAMPLE_RATE), wave, [], speech_regions(wave), MelSettings(**mel), 0).mel
+    return voice.astype(np.float16) if voice is not None else np.zeros((0, mel["n_mels"]), np.float16)
 
 
 def _clip_of(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -116,14 +127,19 @@ def _clip_of(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray
     from .faces import observe_faces
     from .media import iter_frames, probe
     from .predict import segment_inputs
-    from .segments import Segment
+    from .segments import Segment, speech_regions
 
     path, mel, fps, max_faces = args
     torch.set_num_threads(1)
-    info = probe(path)
-    wave = load_audio(path) if info.has_audio else None
-    frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video else []
-    item = segment_inputs(Segment(0.0, info.duration), wave, frames, True, MelSettings(**mel), max_faces)
+    try:
+        info = probe(path)
+        wave = load_audio(path) if info.has_audio else None
+        frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video else []
+    except AvemoError as exc:
+        log.warning("%s", exc)
+        return np.zeros((0, mel["n_mels"]), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
+    speech = speech_regions(wave) if wave is not None else []
+    item = segment_inputs(Segment(0.0, info.duration), wave, frames, speech, MelSettings(**mel), max_faces)
     m = item.mel.astype(np.float16) if item.mel is not None else np.zeros((0, mel["n_mels"]), np.float16)
     crops = np.stack(item.crops) if item.crops else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     return m, crops
@@ -137,17 +153,19 @@ def _detector():
 
 
 def _crop_of(path: str) -> np.ndarray:
+    """A face image as a 48x48 crop; empty for an unreadable image."""
     grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if grey is None:
-        raise ValueError(f"{path}: unreadable image")
+        log.warning("%s: unreadable image", path)
+        return np.zeros((0, CROP_SIZE), np.uint8)
     return cv2.resize(grey, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def _cache_key(items: list[Item], settings: dict) -> str:
+    """Hash of the files' bytes (not their names or dates) and the feature settings."""
     h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for item in items:
-        st = item.path.stat()
-        h.update(f"{item.path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(hashlib.sha1(item.path.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
@@ -159,14 +177,24 @@ def _unragged(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 
-def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int) -> list:
+def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int,
+                    shard: int = 1000) -> list:
     """Log-Mels (audio), 48x48 crops (face) or (log-Mel, crops) pairs (video) of `items`,
     from the cache or computed once.
 
-    Why a cache: decoding 4,000 utterances takes longer than an epoch; keyed by
-    file identity and feature settings, a changed file or setting misses it.
+    Why a cache: decoding 4,000 utterances takes longer than an epoch; keyed by the
+    files' content and the feature settings, a changed file or setting misses it,
+    while a moved or re-downloaded copy still hits it. Items are cached in shards,
+    each written atomically, so an interrupted extraction resumes at the last shard.
     """
-    settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE}
+    feats: list = []
+    for start in range(0, len(items), shard):
+        feats += _cached_shard(items[start:start + shard], modality, cfg, cache_dir, workers)
+    return feats
+
+
+def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int) -> list:
+    settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE, "voice": "vad-speech-span"}
     if modality == "video":
         settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces)
     path = cache_dir / f"{modality}-{_cache_key(items, settings)}.npz"
@@ -197,13 +225,6 @@ def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_di
 
 
 # ---------------------------------------------------------------- batches
-
-def _class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
-    """Inverse square-root frequency: rare classes count more, without drowning the rest."""
-    counts = np.bincount(labels[labels >= 0], minlength=k).astype(np.float64) + 1.0
-    w = counts ** -0.5
-    return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
-
 
 def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad mels into (B, T, n_mels); with `rng`, random crops and SpecAugment masks."""
@@ -391,6 +412,12 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         for modality in BRANCHES:
             chosen = [i for i in group if i.modality == modality]
             feats = cached_features(chosen, modality, cfg, cache_dir, workers) if chosen else []
+            usable = [k for k, f in enumerate(feats) if (len(f[0]) or len(f[1]) if modality == "video" else len(f))]
+            if len(usable) < len(chosen):
+                why = {"audio": "no speech found", "face": "unreadable", "video": "neither speech nor a face"}[modality]
+                log.warning("%s %s: %d of %d files could not be used (%s); skipped",
+                            name, modality, len(chosen) - len(usable), len(chosen), why)
+                chosen, feats = [chosen[k] for k in usable], [feats[k] for k in usable]
             branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces)
     active = [m for m in BRANCHES if len(branches[m]["train"])]
     if not active:
@@ -404,8 +431,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     steps_per_epoch = max(max(1, len(branches[m]["train"]) // batch[m]) for m in active)
     total_steps = s.epochs * steps_per_epoch
     weights = {
-        m: {"emotion": _class_weights(branches[m]["train"].emotion, len(EMOTIONS)),
-            "sentiment": _class_weights(branches[m]["train"].sentiment, len(SENTIMENTS))}
+        m: {"emotion": balanced_weights(branches[m]["train"].emotion, len(EMOTIONS)),
+            "sentiment": balanced_weights(branches[m]["train"].sentiment, len(SENTIMENTS))}
         for m in active
     }
     state = {"epoch": 0, "best": -1.0, "stale": 0, "history": []}
