@@ -158,8 +158,17 @@ class Model:
         elif "audio" in modalities and not info.is_image:
             log.warning("%s: no audio track; judging by the face alone", path)
         see = (info.has_video or info.is_image) and "face" in modalities
-        observations = observe_faces(self.detector, iter_frames(path, self.cfg.frame_rate), info.is_image) if see else []
-        duration = info.duration or (len(wave) / SAMPLE_RATE if wave is not None else 0.0)
+        decoded_until = len(wave) / SAMPLE_RATE if wave is not None else 0.0
+
+        def frames() -> Iterator[tuple[float, np.ndarray]]:
+            nonlocal decoded_until
+            for t, grey in iter_frames(path, self.cfg.frame_rate):
+                decoded_until = max(decoded_until, t + 1 / self.cfg.frame_rate)
+                yield t, grey
+
+        observations = observe_faces(self.detector, frames(), info.is_image) if see else []
+        # a cut-off file ends where its streams stopped decoding, not where its header says
+        duration = min(info.duration, decoded_until) if info.duration else decoded_until
         return self._analyse(wave, observations, duration, see, info.is_image, segments, modalities, str(path))
 
     # ------------------------------------------------------------ stages
