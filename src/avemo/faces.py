@@ -16,6 +16,9 @@ import cv2
 import numpy as np
 
 CROP_SIZE = 48
+#: Detection runs on a copy scaled to this longer side: on the shared real media it finds the
+#: same faces as at 640 px in about 40% of the time; crops are still cut from the full frame.
+DETECT_MAX_SIDE = 320
 #: A still image this small or smaller is taken as an already-cropped face (FER2013 / CK+ style).
 TIGHT_CROP_MAX_SIDE = 96
 
@@ -41,19 +44,22 @@ class FaceDetector:
         self.min_face_fraction = min_face_fraction
 
     def detect(self, grey: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) of the faces in a grey frame, largest first."""
-        side = max(12, int(min(grey.shape[:2]) * self.min_face_fraction))
-        boxes = self._cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=6, minSize=(side, side))
-        if len(boxes) == 0:
-            return []
+        """Boxes (x, y, w, h) of the faces in a grey frame, largest first, in its own pixels."""
         h, w = grey.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
+        side = max(12, int(min(small.shape[:2]) * self.min_face_fraction))
+        found = self._cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=6, minSize=(side, side))
+        if len(found) == 0:
+            return []
+        boxes = [tuple(int(round(v / scale)) for v in b) for b in found]
         centre = np.array([w / 2, h / 2])
 
-        def rank(b: np.ndarray) -> tuple[float, float]:
+        def rank(b: tuple[int, int, int, int]) -> tuple[float, float]:
             off = np.linalg.norm(np.array([b[0] + b[2] / 2, b[1] + b[3] / 2]) - centre)
             return (-float(b[2] * b[3]), float(off))
 
-        return [tuple(int(v) for v in b) for b in sorted(boxes, key=rank)]
+        return sorted(boxes, key=rank)
 
     def observe(self, time: float, grey: np.ndarray, is_still: bool = False) -> FaceObservation | None:
         """The main face of one frame, or None.
