@@ -21,6 +21,12 @@ def test_perfect_and_confusion():
     assert rep["uar"] == pytest.approx((1 + 1 + 0.5) / 3) and not rep["collapsed"]
 
 
+def report_from(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
 def _manifest(path, rows):
     path.write_text("path,emotion\n" + "".join(f"{p},{e}\n" for p, e in rows))
     return path
@@ -52,12 +58,6 @@ def test_evaluate_cli_on_photos_audio_and_videos(clips, tmp_path, capsys):
     assert "emotion: n=12 accuracy" in out and "(majority 0.333)" in out
 
 
-def report_from(path):
-    import json
-
-    return json.loads(path.read_text())
-
-
 def test_evaluate_meld_split_restricted_to_one_modality(meld_fixture, tmp_path):
     from avemo.cli import main
 
@@ -66,3 +66,19 @@ def test_evaluate_meld_split_restricted_to_one_modality(meld_fixture, tmp_path):
     report = report_from(tmp_path / "r.json")
     assert report["n"] == 10 and report["modalities"] == ["face"]
     assert report["sentiment"]["n"] == 10  # MELD carries its own sentiment labels
+
+
+def test_test_split_is_the_speakers_the_model_held_out():
+    import avemo
+    from avemo.datasets import load_spec
+    from avemo.evaluate import test_items
+
+    from .conftest import DATA
+
+    model = avemo.load_model()
+    recorded = set(model.meta["training"]["held_out"]["audio"])
+    items = test_items(load_spec(f"ravdess:{DATA / 'ravdess_speech'}"), model.meta)
+    assert {i.speaker for i in items} == recorded and len(items) == 60 * len(recorded)
+    # a model that records nothing gets a fresh speaker-independent split
+    fresh = test_items(load_spec(f"ravdess:{DATA / 'ravdess_speech'}"), {})
+    assert len({i.speaker for i in fresh}) == 4

@@ -78,22 +78,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .datasets import load_spec
-    from .evaluate import confusion_png, evaluate_items, summary_line
+    from .evaluate import confusion_png, evaluate_items, summary_line, test_items
     from .predict import load_model
     from .train import TrainSettings, split_items
 
     if bool(args.manifest) == bool(args.data):
         raise AvemoError("give either --manifest M.csv or --data KIND:PATH")
+    model = load_model(args.model)
     if args.manifest:
         items = load_spec(f"manifest:{args.manifest}")
     else:
         items = load_spec(args.data)
-        if args.split != "all":
+        if args.split == "test":
+            items = test_items(items, model.meta)
+        elif args.split != "all":
             items = split_items(items, TrainSettings())[args.split]
     if not items:
         raise AvemoError("no labelled files to evaluate")
     modalities = tuple(m.strip() for m in args.modalities.split(","))
-    report = evaluate_items(load_model(args.model), items, modalities, progress=not args.quiet)
+    report = evaluate_items(model, items, modalities, progress=not args.quiet)
     if report["n"] == 0:
         raise AvemoError(f"none of the {len(items)} files could be judged (first: {report['skipped'][0]['reason']})")
     args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--manifest", type=Path, help="CSV with path,emotion[,sentiment,speaker,split]")
     e.add_argument("--data", help="a corpus as KIND:PATH instead of a manifest")
     e.add_argument("--split", choices=["train", "val", "test", "all"], default="test",
-                   help="with --data: which speaker-independent split (as in training; default test)")
+                   help="with --data: which speaker-independent split (default test: the speakers the model "
+                        "records as held out of its training)")
     e.add_argument("--report", type=Path, required=True, help="report JSON to write (confusion PNGs go beside it)")
     e.add_argument("--model", help="model folder (default: the shipped model)")
     e.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")

@@ -56,6 +56,22 @@ def summary_line(name: str, report: dict) -> str:
             f"macro-F1 {report['macro_f1']:.3f} weighted-F1 {report['weighted_f1']:.3f} UAR {report['uar']:.3f}{flag}")
 
 
+def test_items(items: list["Item"], model_meta: dict) -> list["Item"]:
+    """The test split of `items` for this model: the speakers (or corpus splits) its
+    config.json records as held out of its training, else a fresh speaker-independent split.
+
+    Why the record comes first: the split a training run draws depends on all corpora it
+    was given, so re-splitting one corpus alone can pick speakers the model was trained on.
+    """
+    held = {name for names in model_meta.get("training", {}).get("held_out", {}).values() for name in names}
+    recorded = [i for i in items if (i.speaker in held if i.speaker else i.split in held)]
+    if recorded:
+        return recorded
+    from .train import TrainSettings, split_items
+
+    return split_items(items, TrainSettings())["test"]
+
+
 def evaluate_items(model: "Model", items: list["Item"], modalities: tuple[str, ...] = ("audio", "face"),
                    progress: bool = False) -> dict:
     """Clip-level scores of `model` on labelled files: each whole file is one segment.

@@ -28,8 +28,9 @@ from .segments import Segment, plan_segments, speech_regions, speech_span
 log = logging.getLogger("avemo")
 
 MODALITIES = ("audio", "face")
-#: A file whose audio RMS is below this (about -50 dBFS) is silent: the VAD is skipped and errors say "silent".
-SILENCE_RMS = 0.003
+#: A file whose audio RMS is below this (-80 dBFS) is silent: the VAD is skipped and errors say "silent".
+#: Low on purpose: quiet but real speech (RAVDESS at normal intensity) is for the VAD to judge.
+SILENCE_RMS = 1e-4
 #: Voice segments shorter than this carry too little prosody to judge.
 MIN_VOICE_S = 0.3
 
