@@ -10,7 +10,6 @@ import csv
 import json
 import pickle
 
-import numpy as np
 import pytest
 import torch
 

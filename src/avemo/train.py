@@ -68,14 +68,16 @@ def split_items(items: list[Item], s: TrainSettings) -> dict[str, list[Item]]:
 
     Corpora with their own split keep it (their val also serves as test where they
     have no test). Corpora with 5+ speakers hold out whole speakers; corpora with
-    fewer speakers (TESS has 2) train only.
+    fewer speakers (TESS has 2) train only. One generator serves the corpora in name
+    order, so which speakers a corpus holds out depends on the corpora given beside it:
+    a model records its own (config.json `held_out`), and `evaluate --split test` uses that.
     """
     out: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
     by_corpus: dict[str, list[Item]] = {}
     for item in items:
         by_corpus.setdefault(item.corpus, []).append(item)
     rng = random.Random(s.seed)
-    for corpus, group in sorted(by_corpus.items()):
+    for _, group in sorted(by_corpus.items()):
         if any(i.split for i in group):
             own = {sp: [i for i in group if i.split == sp] for sp in ("train", "val", "test")}
             test = own["test"] or own["val"]
