@@ -107,25 +107,10 @@ def split_items(items: list[Item], s: TrainSettings) -> dict[str, list[Item]]:
 
 # ---------------------------------------------------------------- features, cached
 
-def _mel_of(args: tuple[str, dict]) -> np.ndarray:
-    """Log-Mel of a file's speech span, as `predict` sees a segment; empty (0 frames)
-    for a file that cannot be decoded or holds no speech."""
-    from .predict import segment_inputs
-    from .segments import Segment, speech_regions
-
-    path, mel = args
-    torch.set_num_threads(1)
-    try:
-        wave = load_audio(path)
-    except AvemoError as exc:
-        log.warning("%s", exc)
-        return np.zeros((0, mel["n_mels"]), np.float16)
-    voice = segment_inputs(Segment(0.0, len(wave) / SAMPLE_RATE), wave, [], speech_regions(wave), MelSettings(**mel), 0).mel
-    return voice.astype(np.float16) if voice is not None else np.zeros((0, mel["n_mels"]), np.float16)
-
-
-def _clip_of(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A whole clip as one segment: its log-Mel (empty if silent) and main-face crops."""
+def _whole_file(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A whole file as one segment, as `predict` sees it: the log-Mel of its speech span
+    (0 frames if it has none) and, with `max_faces` > 0, its main-face crops. Both empty
+    for a file that cannot be decoded."""
     from .faces import observe_faces
     from .media import iter_frames, probe
     from .predict import segment_inputs
@@ -133,18 +118,20 @@ def _clip_of(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray
 
     path, mel, fps, max_faces = args
     torch.set_num_threads(1)
+    no_mel, no_crops = np.zeros((0, mel["n_mels"]), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     try:
         info = probe(path)
         wave = load_audio(path) if info.has_audio else None
-        frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video else []
+        frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video and max_faces else []
     except AvemoError as exc:
         log.warning("%s", exc)
-        return np.zeros((0, mel["n_mels"]), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
+        return no_mel, no_crops
     speech = speech_regions(wave) if wave is not None else []
-    item = segment_inputs(Segment(0.0, info.duration), wave, frames, speech, MelSettings(**mel), max_faces)
-    m = item.mel.astype(np.float16) if item.mel is not None else np.zeros((0, mel["n_mels"]), np.float16)
-    crops = np.stack(item.crops) if item.crops else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
-    return m, crops
+    # a file with a picture is timed by its container, as `predict` does; a sound file by its samples
+    length = info.duration if info.has_video or wave is None else len(wave) / SAMPLE_RATE
+    item = segment_inputs(Segment(0.0, length), wave, frames, speech, MelSettings(**mel), max_faces)
+    m = item.mel.astype(np.float16) if item.mel is not None else no_mel
+    return m, np.stack(item.crops) if item.crops else no_crops
 
 
 @lru_cache(maxsize=1)
@@ -210,11 +197,11 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         feats = [_crop_of(str(i.path)) for i in items]
         arrays = dict(zip(("data", "offsets"), _ragged(feats)))
     else:
-        fn, args = (_mel_of, [(str(i.path), cfg.mel) for i in items]) if modality == "audio" else \
-            (_clip_of, [(str(i.path), cfg.mel, cfg.frame_rate, cfg.max_faces) for i in items])
+        faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
         with ProcessPoolExecutor(workers) as pool:
-            feats = list(pool.map(fn, args, chunksize=8))
+            feats = list(pool.map(_whole_file, [(str(i.path), cfg.mel, cfg.frame_rate, faces) for i in items], chunksize=8))
         if modality == "audio":
+            feats = [m for m, _ in feats]
             arrays = dict(zip(("data", "offsets"), _ragged(feats)))
         else:
             arrays = dict(zip(("mel", "mel_offsets"), _ragged([m for m, _ in feats])))
