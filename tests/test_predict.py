@@ -91,6 +91,13 @@ def test_nothing_to_analyse_is_a_clear_error(model, clips, name, message):
         model.predict(clips[name])
 
 
+def test_file_cut_off_near_its_start_says_so(model, tmp_path):
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(FACE_VIDEO.read_bytes()[:40_000])  # the header, and no decodable frame or sound
+    with pytest.raises(AvemoError, match="nothing in it decodes: damaged, or cut off near its start"):
+        model.predict(cut)
+
+
 def test_neither_face_nor_speech(model):
     with pytest.raises(AvemoError, match="no speech and no face"):
         model.predict(MEDIA / "no_face.mp4")

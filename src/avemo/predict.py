@@ -168,6 +168,8 @@ class Model:
                 yield t, grey
 
         observations = observe_faces(self.detector, frames(), info.is_image) if see else []
+        if (wave is not None or see) and decoded_until == 0.0:
+            raise AvemoError(f"{path}: nothing in it decodes: damaged, or cut off near its start")
         # a cut-off file ends where its streams stopped decoding, not where its header says
         duration = min(info.duration, decoded_until) if info.duration else decoded_until
         return self._analyse(wave, observations, duration, see, info.is_image, segments, modalities, str(path))
