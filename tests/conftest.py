@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("AVEMO_SHARED_DATA", REPO.parent / "shared" / "data"))
 MEDIA = DATA / "media"
 RAVDESS = DATA / "ravdess_speech"
-# Actor 20 is held out of the shipped model's training (see its config.json).
-ANGRY = RAVDESS / "Actor_20" / "03-01-05-02-01-01-20.flac"
-HAPPY = RAVDESS / "Actor_20" / "03-01-03-02-02-01-20.flac"
+# Actor 16 is held out of the shipped model's training (see its config.json).
+ANGRY = RAVDESS / "Actor_16" / "03-01-05-02-01-01-16.flac"
+HAPPY = RAVDESS / "Actor_16" / "03-01-03-02-02-01-16.flac"
 FACE_VIDEO = MEDIA / "WolfgangLanger_Pexels.mp4"
 NO_FACE_VIDEO = MEDIA / "no_face.mp4"
 

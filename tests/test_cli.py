@@ -25,6 +25,15 @@ def test_srt_and_csv_files_by_suffix(clips, tmp_path, capsys):
     assert (tmp_path / "r.csv").read_text().splitlines()[0].startswith("file,start,end,emotion,")
 
 
+def test_every_gives_fixed_windows_and_excludes_segments(clips, tmp_path, capsys):
+    assert main(["predict", str(clips["talking_face"]), "--every", "1", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [r.split(",")[1:3] for r in rows] == [[f"{a}.000", f"{a + 1}.000"] for a in range(5)]
+    (tmp_path / "s.csv").write_text("start,end\n0,1\n")
+    assert main(["predict", str(clips["talking_face"]), "--every", "1", "--segments", str(tmp_path / "s.csv")]) == 1
+    assert "give --segments or --every, not both" in capsys.readouterr().err
+
+
 def test_folder_batch_reports_bad_file_and_finishes_the_rest(clips, tmp_path, capsys):
     folder = tmp_path / "batch"
     folder.mkdir()

@@ -49,6 +49,9 @@ def test_splits_never_share_a_speaker():
     assert not speakers["train"] & speakers["val"] and not speakers["train"] & speakers["test"]
     assert not speakers["val"] & speakers["test"]
     assert len(speakers["test"]) == 4 and len(speakers["val"]) == 2
+    # a corpus holds out the same speakers whatever corpora are given beside it
+    alone = split_items([i for i in items if i.corpus == "ravdess"], TrainSettings())
+    assert {i.speaker for i in alone["test"]} == speakers["test"]
 
 
 def test_crema_d_file_name_codes(tmp_path):

@@ -47,6 +47,17 @@ def test_longer_video_is_time_stamped_by_speech(model, clips):
     assert results[0].start == 0.0 and results[-1].end == pytest.approx(14.0, abs=0.1)
 
 
+def test_fixed_windows_give_a_curve_over_the_whole_video(model, clips):
+    results = model.predict(clips["two_utterances"], every=3.0)  # utterances at 1 s and 8 s of 14 s
+    assert [(r.start, r.end) for r in results][:4] == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 12.0)]
+    assert len(results) == 5 and results[-1].end == pytest.approx(14.0, abs=0.05)
+    voiced = [r.start for r in results if "audio" in r.modalities]
+    assert 0.0 in voiced and (6.0 in voiced or 9.0 in voiced) and 12.0 not in voiced
+    assert all("face" in r.modalities for r in results)
+    with pytest.raises(AvemoError, match="--every must be a positive number"):
+        model.predict(clips["two_utterances"], every=0)
+
+
 def test_speech_over_faceless_video_is_voice_only(model, clips, caplog):
     results = model.predict(clips["speech_no_face"])
     assert results and all(r.modalities == ["audio"] and r.faces == 0 for r in results)

@@ -3,11 +3,16 @@
 import json
 import shutil
 
+import cv2
+import numpy as np
 import pytest
 
 import avemo
+from avemo.audio import log_mel
+from avemo.errors import AvemoError
+from avemo.media import load_audio
 from avemo.model import ModelConfig
-from avemo.train import TrainSettings, train
+from avemo.train import TrainSettings, augment_mel, face_batch, train
 
 from .conftest import DATA
 
@@ -51,6 +56,36 @@ def test_train_saves_a_model_that_predicts_and_resumes(corpora, tmp_path):
     model = avemo.load_model(tmp_path / "m")
     (r,) = model.predict(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac")
     assert r.modalities == ["audio"]
+
+    # another run (here: another seed, hence other held-out actors) must not resume these weights
+    with pytest.raises(AvemoError, match="checkpoint of another run"):
+        train(corpora, tmp_path / "m", TrainSettings(epochs=3, audio_batch=8, face_batch=16, seed=1), TINY,
+              cache_dir=tmp_path / "cache", workers=1)
+
+
+def test_augmented_voices_keep_their_bands_and_roughly_their_length():
+    mel = log_mel(load_audio(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac"))
+    rng = np.random.default_rng(0)
+    lengths = []
+    for _ in range(20):
+        out = augment_mel(mel, rng)
+        assert out.shape[1] == mel.shape[1] and out.dtype == np.float32
+        lengths.append(len(out))
+    assert min(lengths) >= len(mel) / 1.16 and max(lengths) <= len(mel) / 0.84 and len(set(lengths)) > 5
+    assert not np.array_equal(augment_mel(mel, rng)[: len(mel)], mel[: len(augment_mel(mel, rng))])
+
+
+def test_augmented_faces_still_look_like_the_face():
+    crop = cv2.imread(str(next((DATA / "fer2013" / "val" / "happy").glob("*.jpg"))), cv2.IMREAD_GRAYSCALE)
+    rng = np.random.default_rng(0)
+    batch = face_batch(np.stack([crop] * 32), rng)[:, 0].numpy()
+    assert batch.dtype == np.uint8 and batch.shape == (32, 48, 48)
+    assert len({b.tobytes() for b in batch}) == 32  # every copy differs
+    # against the crop or its mirror, each copy stays recognisably the same face
+    same = [max(np.corrcoef(b.ravel(), c.ravel())[0, 1] for c in (crop, crop[:, ::-1])) for b in batch]
+    assert np.median(same) > 0.6
+    # and evaluation inputs are left exactly as they are
+    assert np.array_equal(face_batch(crop[None], None)[0, 0].numpy(), crop)
 
 
 def test_meld_layout_trains_the_fused_model_and_its_context_stage(meld_fixture, tmp_path, caplog):

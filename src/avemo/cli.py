@@ -49,6 +49,8 @@ def _predict(args: argparse.Namespace) -> int:
                           in {".json", ".csv", ".srt"} else "table")
     if args.segments and len(paths) != 1:
         raise AvemoError("--segments applies to one input file")
+    if args.segments and args.every:
+        raise AvemoError("give --segments or --every, not both")
     modalities = tuple(m.strip() for m in args.modalities.split(","))
     model = load_model(args.model)
     segments = read_segments(args.segments) if args.segments else None
@@ -56,7 +58,7 @@ def _predict(args: argparse.Namespace) -> int:
     show_bar = len(paths) > 1 and not args.quiet
     for path in tqdm(paths, disable=not show_bar, unit="file", file=sys.stderr):
         try:
-            results[str(path)] = model.predict_file(path, segments=segments, modalities=modalities)
+            results[str(path)] = model.predict_file(path, segments=segments, every=args.every, modalities=modalities)
         except AvemoError as exc:
             failed += 1
             tqdm.write(f"avemo: error: {exc}", file=sys.stderr)
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--segments", help="CSV (start,end in seconds) or SRT of your own segments")
     p.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
+    p.add_argument("--every", type=float, metavar="SECONDS",
+                   help="fixed windows of this length instead of speech segments (a curve over a film)")
     p.set_defaults(func=_predict)
 
     e = sub.add_parser("evaluate", help="score a model on labelled files, beside the majority baseline")

@@ -8,6 +8,7 @@ times. The result is an ordinary H.264/AAC MP4 that every stage reads like any o
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -45,21 +46,58 @@ def mux_clip(video: str | Path, utterances: list[tuple[float, str | Path]] | Non
             dst.mux(vout.encode(frame))
             n += 1
         dst.mux(vout.encode(None))
-        if aout is None:
-            return out
-        length = n / float(rate)
-        track = np.zeros(int(length * SAMPLE_RATE), dtype=np.float32)
-        for offset, path in utterances:
-            wave = load_audio(path)
-            a = int(offset * SAMPLE_RATE)
-            piece = wave[: max(0, len(track) - a)]
-            track[a:a + len(piece)] += piece
-        chunk = 1024
-        for i in range(0, len(track), chunk):
-            piece = track[i:i + chunk]
-            frame = av.AudioFrame.from_ndarray(piece[None, :], format="flt", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = i
-            dst.mux(aout.encode(frame))
-        dst.mux(aout.encode(None))
+        if aout is not None:
+            _write_track(dst, aout, utterances, n / float(rate))
     return out
+
+
+def still_clip(image: str | Path, utterance: str | Path, out: str | Path, scale: int = 4, rate: int = 10,
+               size: tuple[int, int] = (640, 360)) -> Path:
+    """Write `out`: a still photo (a FER2013-style face, enlarged `scale` times and set in
+    the middle of a grey `size` frame, where a detector finds it as in any video) shown
+    for as long as `utterance` lasts, with that utterance as its sound."""
+    import cv2
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    face = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+    if face is None:
+        raise ValueError(f"{image}: not an image")
+    face = cv2.resize(face, (face.shape[1] * scale, face.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+    width, height = size
+    canvas = np.full((height, width), 128, np.uint8)
+    y0, x0 = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
+    canvas[y0:y0 + face.shape[0], x0:x0 + face.shape[1]] = face
+    length = len(load_audio(utterance)) / SAMPLE_RATE
+    with av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
+        vout = dst.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        vout.options = {"crf": "23", "preset": "veryfast"}
+        aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        for n in range(max(1, int(np.ceil(length * rate)))):
+            frame = av.VideoFrame.from_ndarray(canvas, format="gray").reformat(format="yuv420p")
+            frame.pts = n
+            frame.time_base = Fraction(1, rate)
+            dst.mux(vout.encode(frame))
+        dst.mux(vout.encode(None))
+        _write_track(dst, aout, [(0.0, utterance)], length)
+    return out
+
+
+def _write_track(dst: av.container.OutputContainer, aout: av.audio.stream.AudioStream,
+                 utterances: list[tuple[float, str | Path]], length: float) -> None:
+    """Encode `length` s of 16 kHz mono sound: silence with each utterance added at its offset."""
+    track = np.zeros(int(length * SAMPLE_RATE), dtype=np.float32)
+    for offset, path in utterances:
+        wave = load_audio(path)
+        a = int(offset * SAMPLE_RATE)
+        piece = wave[: max(0, len(track) - a)]
+        track[a:a + len(piece)] += piece
+    chunk = 1024
+    for i in range(0, len(track), chunk):
+        piece = track[i:i + chunk]
+        frame = av.AudioFrame.from_ndarray(piece[None, :], format="flt", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = i
+        dst.mux(aout.encode(frame))
+    dst.mux(aout.encode(None))

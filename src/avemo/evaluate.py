@@ -63,11 +63,12 @@ def test_items(items: list["Item"], model_meta: dict) -> list["Item"]:
     Why the record comes first: the split a training run draws depends on all corpora it
     was given, so re-splitting one corpus alone can pick speakers the model was trained on.
     """
+    from .train import TrainSettings, held_out_name, split_items
+
     held = {name for names in model_meta.get("training", {}).get("held_out", {}).values() for name in names}
-    recorded = [i for i in items if (i.speaker in held if i.speaker else i.split in held)]
+    recorded = [i for i in items if held_out_name(i) in held]
     if recorded:
         return recorded
-    from .train import TrainSettings, split_items
 
     return split_items(items, TrainSettings())["test"]
 
@@ -79,7 +80,7 @@ def evaluate_items(model: "Model", items: list["Item"], modalities: tuple[str, .
     Photos are judged by the face branch, audio files by the voice branch, videos by
     both unless `modalities` restricts them. Files that cannot be judged (no face in
     a photo, no speech in an audio file) are listed under `skipped` with the reason,
-    never silently dropped.
+    never silently dropped; `predicted` names each judged file's predicted emotion.
     """
     from tqdm import tqdm
 
@@ -88,7 +89,7 @@ def evaluate_items(model: "Model", items: list["Item"], modalities: tuple[str, .
     from .media import probe
     from .segments import Segment
 
-    true_e, pred_e, true_s, pred_s, skipped = [], [], [], [], []
+    true_e, pred_e, true_s, pred_s, skipped, predicted = [], [], [], [], [], {}
     for item in tqdm(items, disable=not progress, unit="file"):
         try:
             info = probe(item.path)
@@ -99,6 +100,7 @@ def evaluate_items(model: "Model", items: list["Item"], modalities: tuple[str, .
             continue
         true_e.append(item.emotion)
         pred_e.append(EMOTIONS.index(result.emotion))
+        predicted[str(item.path)] = result.emotion
         if item.sentiment != UNKNOWN:
             true_s.append(item.sentiment)
             pred_s.append(SENTIMENTS.index(result.sentiment))
@@ -106,6 +108,7 @@ def evaluate_items(model: "Model", items: list["Item"], modalities: tuple[str, .
         "n": len(true_e),
         "skipped": skipped,
         "modalities": list(modalities),
+        "predicted": predicted,
         "emotion": classification_report(np.array(true_e), np.array(pred_e), list(EMOTIONS)),
         "sentiment": classification_report(np.array(true_s), np.array(pred_s), list(SENTIMENTS)),
     }

@@ -23,7 +23,7 @@ from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, observe_faces
 from .media import SAMPLE_RATE, iter_frames, load_audio, probe
 from .model import AvemoNet, load_net
-from .segments import Segment, plan_segments, speech_regions, speech_span
+from .segments import Segment, fixed_windows, plan_segments, speech_regions, speech_span
 
 log = logging.getLogger("avemo")
 
@@ -116,6 +116,7 @@ class Model:
         *,
         as_frame: bool = False,
         segments: list[Segment] | None = None,
+        every: float | None = None,
         modalities: Iterable[str] = MODALITIES,
         sampling_rate: int = SAMPLE_RATE,
     ) -> list[SegmentResult] | dict[str, list[SegmentResult]] | pd.DataFrame:
@@ -124,31 +125,33 @@ class Model:
         One file (or signal) gives a list of SegmentResult and raises AvemoError when it
         cannot be analysed. A list gives {file: results}; files that fail are logged and
         left out, so one bad file does not cost the others. `as_frame=True` returns a
-        DataFrame indexed by (file, start, end) instead.
+        DataFrame indexed by (file, start, end) instead. Segments follow the speech unless
+        `segments` gives them or `every` asks for fixed windows of that many seconds.
         """
         modalities = _check_modalities(modalities)
         if isinstance(source, np.ndarray):
             wave = _resample(source, sampling_rate)
-            results = self._analyse(wave, None, len(wave) / SAMPLE_RATE, False, False, segments, modalities, "signal")
+            results = self._analyse(wave, None, len(wave) / SAMPLE_RATE, False, False, segments, every, modalities,
+                                    "signal")
             return to_frame({"signal": results}) if as_frame else results
         if isinstance(source, (str, Path)):
-            results = self.predict_file(source, segments=segments, modalities=modalities)
+            results = self.predict_file(source, segments=segments, every=every, modalities=modalities)
             return to_frame({str(source): results}) if as_frame else results
-        by_file = {str(path): outcome for path, outcome in self.predict_files(source, modalities=modalities)
+        by_file = {str(path): outcome for path, outcome in self.predict_files(source, every=every, modalities=modalities)
                    if not isinstance(outcome, AvemoError)}
         return to_frame(by_file) if as_frame else by_file
 
-    def predict_files(self, paths: Iterable[str | Path], modalities: Iterable[str] = MODALITIES
-                      ) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
+    def predict_files(self, paths: Iterable[str | Path], every: float | None = None,
+                      modalities: Iterable[str] = MODALITIES) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
         """Each file's results, or the AvemoError that stopped it (logged, not raised)."""
         for path in paths:
             try:
-                yield Path(path), self.predict_file(path, modalities=modalities)
+                yield Path(path), self.predict_file(path, every=every, modalities=modalities)
             except AvemoError as exc:
                 log.error("%s", exc)
                 yield Path(path), exc
 
-    def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None,
+    def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
                      modalities: Iterable[str] = MODALITIES) -> list[SegmentResult]:
         """Results for one media file; AvemoError when nothing in it can be analysed."""
         modalities = _check_modalities(modalities)
@@ -172,19 +175,21 @@ class Model:
             raise AvemoError(f"{path}: nothing in it decodes: damaged, or cut off near its start")
         # a cut-off file ends where its streams stopped decoding, not where its header says
         duration = min(info.duration, decoded_until) if info.duration else decoded_until
-        return self._analyse(wave, observations, duration, see, info.is_image, segments, modalities, str(path))
+        return self._analyse(wave, observations, duration, see, info.is_image, segments, every, modalities, str(path))
 
     # ------------------------------------------------------------ stages
 
     def _analyse(self, wave: np.ndarray | None, observations: list[FaceObservation] | None, duration: float,
-                 has_video: bool, is_image: bool, segments: list[Segment] | None, modalities: tuple[str, ...],
-                 name: str) -> list[SegmentResult]:
+                 has_video: bool, is_image: bool, segments: list[Segment] | None, every: float | None,
+                 modalities: tuple[str, ...], name: str) -> list[SegmentResult]:
         has_voice = wave is not None and len(wave) >= MIN_VOICE_S * SAMPLE_RATE and _rms(wave) >= SILENCE_RMS
         speech = speech_regions(wave) if has_voice and not is_image else []
         if is_image:
             plan = [Segment(0.0, 0.0, False)]
         elif segments is not None:
             plan = segments
+        elif every is not None:
+            plan = fixed_windows(duration, every, speech)
         else:
             plan = plan_segments(duration, speech, with_video=has_video)
         pending = []

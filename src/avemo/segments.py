@@ -151,6 +151,17 @@ def plan_segments(
     return segments
 
 
+def fixed_windows(duration: float, every: float, speech: list[tuple[float, float]]) -> list[Segment]:
+    """Back-to-back windows of `every` seconds over [0, duration) (the last may be shorter),
+    each marked as speech where the VAD heard some in it: a curve of emotion over a film,
+    rather than one answer per utterance."""
+    if every <= 0:
+        raise AvemoError(f"--every must be a positive number of seconds, not {every:g}")
+    edges = [float(t) for t in np.arange(0.0, duration, every)] + [duration]
+    return [Segment(round(a, 3), round(b, 3), any(s < b and e > a for s, e in speech))
+            for a, b in zip(edges[:-1], edges[1:]) if b - a > 1e-3]
+
+
 _SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{1,3})\s*-->\s*(\d+):(\d\d):(\d\d)[,.](\d{1,3})")
 
 
