@@ -1,6 +1,7 @@
 """The `avemo` command: a thin mirror of the Python API.
 
-    avemo predict FILE|FOLDER ... [--format table|json|csv|srt] [--out PATH]
+    avemo predict FILE|FOLDER|MANIFEST.csv ... [--format table|json|csv|srt] [--out PATH] [--every SECONDS]
+    avemo predict --engine ray FOLDER|MANIFEST.csv --out results.parquet [--address auto]
     avemo evaluate --manifest M.csv|--data KIND:PATH --report report.json
     avemo train --data KIND:PATH [--data ...] --out MODEL_DIR
     avemo train --features MELD.pkl --labels CSV_DIR --arch gru|lstm --out DIR
@@ -12,6 +13,7 @@ reported by name and skipped, the rest finish, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -23,11 +25,14 @@ MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpe
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given; folders replaced by the media files inside them (sorted, recursive)."""
+    """Files as given; folders replaced by the media files inside them (sorted, recursive),
+    manifests (.csv) by the files in their `path` column (relative to the manifest)."""
     paths: list[Path] = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir():
+        if p.suffix.lower() == ".csv" and p.is_file():
+            paths += _manifest_paths(p)
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
             if not found:
                 raise AvemoError(f"{p}: folder holds no media files")
@@ -35,6 +40,14 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         else:
             paths.append(p)
     return paths
+
+
+def _manifest_paths(manifest: Path) -> list[Path]:
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "path" not in rows[0]:
+        raise AvemoError(f"{manifest}: a manifest needs a 'path' column")
+    return [manifest.parent / row["path"] for row in rows]
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -52,6 +65,16 @@ def _predict(args: argparse.Namespace) -> int:
     if args.segments and args.every:
         raise AvemoError("give --segments or --every, not both")
     modalities = tuple(m.strip() for m in args.modalities.split(","))
+    if args.engine == "ray":
+        from .distribute import predict_ray
+
+        if args.segments or not args.out:
+            raise AvemoError("--engine ray needs --out NAME.parquet and takes no --segments")
+        frame = predict_ray(paths, args.out, args.model, args.every, modalities, args.address, args.workers)
+        failed = frame["error"].notna().sum()
+        print(f"{len(paths) - failed} of {len(paths)} files analysed; {len(frame) - failed} segments in {args.out}",
+              file=sys.stderr)
+        return 1 if failed else 0
     model = load_model(args.model)
     segments = read_segments(args.segments) if args.segments else None
     results, failed = {}, 0
@@ -138,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="analyse videos, audio files or photos")
-    p.add_argument("inputs", nargs="+", help="media files or folders of them")
+    p.add_argument("inputs", nargs="+", help="media files, folders of them, or manifest CSVs (a 'path' column)")
     p.add_argument("--format", choices=["table", "json", "csv", "srt"], help="output format (default: from --out's suffix, else table)")
     p.add_argument("--out", type=Path, help="write results here instead of stdout")
     p.add_argument("--model", help="model folder (default: the shipped model)")
@@ -146,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
     p.add_argument("--every", type=float, metavar="SECONDS",
                    help="fixed windows of this length instead of speech segments (a curve over a film)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: spread the files over a Ray cluster's workers, results to --out NAME.parquet")
+    p.add_argument("--address", help="with --engine ray: the cluster (e.g. auto); default: start a local Ray")
+    p.add_argument("--workers", type=int, help="with --engine ray: worker processes (default: one per CPU)")
     p.set_defaults(func=_predict)
 
     e = sub.add_parser("evaluate", help="score a model on labelled files, beside the majority baseline")

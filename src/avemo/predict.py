@@ -250,16 +250,21 @@ def _batch_inputs(chunk: list[SegmentInputs], crop_size: int, max_faces: int) ->
             "has_audio": has_audio, "has_face": mask.any(1)}
 
 
+def frame_rows(file: str, results: list[SegmentResult]) -> list[dict]:
+    """One flat row per segment, one column per probability (the DataFrame's and Parquet's)."""
+    rows = []
+    for r in results:
+        row = {"file": file, "start": r.start, "end": r.end, "emotion": r.emotion, "sentiment": r.sentiment}
+        row.update({f"emotion_{k}": v for k, v in r.emotion_probs.items()})
+        row.update({f"sentiment_{k}": v for k, v in r.sentiment_probs.items()})
+        row.update({"modalities": "+".join(r.modalities), "faces": r.faces})
+        rows.append(row)
+    return rows
+
+
 def to_frame(by_file: dict[str, list[SegmentResult]]) -> pd.DataFrame:
     """Results as a DataFrame indexed by (file, start, end), one column per probability."""
-    rows = []
-    for file, results in by_file.items():
-        for r in results:
-            row = {"file": file, "start": r.start, "end": r.end, "emotion": r.emotion, "sentiment": r.sentiment}
-            row.update({f"emotion_{k}": v for k, v in r.emotion_probs.items()})
-            row.update({f"sentiment_{k}": v for k, v in r.sentiment_probs.items()})
-            row.update({"modalities": "+".join(r.modalities), "faces": r.faces})
-            rows.append(row)
+    rows = [row for file, results in by_file.items() for row in frame_rows(file, results)]
     frame = pd.DataFrame(rows, columns=None if rows else ["file", "start", "end", "emotion", "sentiment"])
     return frame.set_index(["file", "start", "end"])
 
