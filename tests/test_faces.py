@@ -47,3 +47,28 @@ def test_tight_fer2013_crop_counts_as_a_face():
     img = _grey(next((DATA / "fer2013" / "val" / "happy").glob("*.jpg")))
     seen = FaceDetector().observe(0.0, img, is_still=True)
     assert seen is not None and seen.crop.shape == (CROP_SIZE, CROP_SIZE)
+
+
+def test_faces_are_followed_as_tracks_and_the_largest_is_judged(tmp_path):
+    from collections import Counter
+
+    import avemo
+    from avemo.composite import still_clip
+    from avemo.faces import _overlap, main_track, observe_faces
+
+    from .conftest import ANGRY
+
+    photo = MEDIA / "multi_face.jpg"  # 1000x667, several people
+    clip = still_clip(photo, ANGRY, tmp_path / "group.mp4", scale=1, size=(1000, 668))
+    observations = observe_faces(FaceDetector(), iter_frames(clip, fps=5))
+    frames = len({o.time for o in observations})
+    per_track = Counter(o.track for o in observations)
+    assert frames >= 15 and sum(n == frames for n in per_track.values()) >= 4  # each face kept its number throughout
+    assert len({o.track for o in main_track(observations)}) == 1
+
+    # the segment names the face it judged, in the video's own pixels: one of the photo's largest faces
+    (r,) = avemo.load_model().predict(clip)
+    faces = FaceDetector().detect(_grey(photo))
+    judged = max(faces, key=lambda b: _overlap(tuple(r.face_box), b))
+    assert r.faces >= 4 and _overlap(tuple(r.face_box), judged) > 0.6
+    assert judged in faces[:2]  # the two largest differ by 7% in width: within the detector's jitter

@@ -10,7 +10,7 @@ from avemo.segments import Segment
 
 from .conftest import FACE_VIDEO, HAPPY, MEDIA
 
-KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces"}
+KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box"}
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def _check(result):
     assert d["emotion"] == max(d["emotion_probs"], key=d["emotion_probs"].get)
     assert d["sentiment"] == max(d["sentiment_probs"], key=d["sentiment_probs"].get)
     assert d["end"] >= d["start"]
+    assert (d["face_box"] is not None) == ("face" in d["modalities"])  # the face judged is named
 
 
 def test_talking_face_uses_both_modalities(model, clips):
@@ -124,7 +125,7 @@ def test_truncated_video_gives_its_first_part(model, clips, caplog):
 def test_frame_indexed_by_file_start_end(model, clips):
     frame = model.predict(clips["two_utterances"], as_frame=True)
     assert frame.index.names == ["file", "start", "end"]
-    assert {"emotion", "sentiment", "emotion_joy", "sentiment_negative", "modalities", "faces"} <= set(frame.columns)
+    assert {"emotion", "sentiment", "emotion_joy", "sentiment_negative", "modalities", "faces", "face_x", "face_w"} <= set(frame.columns)
     assert frame.filter(like="emotion_").sum(axis=1).round(2).eq(1.0).all()
 
 

@@ -11,6 +11,7 @@ import avemo
 from avemo.audio import log_mel
 from avemo.errors import AvemoError
 from avemo.media import load_audio
+from avemo.cli import main as main_process
 from avemo.model import ModelConfig
 from avemo.train import TrainSettings, augment_mel, face_batch, train
 
@@ -109,3 +110,23 @@ def test_meld_layout_trains_the_fused_model_and_its_context_stage(meld_fixture, 
     alone = model.predict(clip, segments=[Segment(0.0, 2.5)])[0].emotion_probs
     together = model.predict(clip, segments=[Segment(0.0, 2.5), Segment(0.0, 1.2)])[0].emotion_probs
     assert alone != together
+
+
+def test_torchrun_with_two_processes_trains_the_same_kind_of_model(corpora, tmp_path):
+    import subprocess
+    import sys
+
+    data = [arg for spec in corpora for arg in ("--data", spec)]
+    args = ["train", *data, "--epochs", "1", "--workers", "1", "--cache", str(tmp_path / "cache")]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "avemo", *args, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("epoch 1 loss") == 1  # rank 0 reports, the other rank trains quietly
+    assert main_process(args + ["--out", str(tmp_path / "one")]) == 0
+    ddp, one = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("ddp", "one"))
+    assert ddp["architecture"] == one["architecture"]
+    for key in ("sizes", "held_out", "settings"):
+        assert ddp["training"][key] == one["training"][key]
+    model = avemo.load_model(tmp_path / "ddp")
+    (r,) = model.predict(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac")
+    assert r.modalities == ["audio"]

@@ -36,6 +36,8 @@ class MediaInfo:
     has_audio: bool
     has_video: bool
     is_image: bool
+    width: int = 0  # of the picture, in pixels (0 without one)
+    height: int = 0
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -53,6 +55,8 @@ def probe(path: str | Path) -> MediaInfo:
             has_video = bool(container.streams.video)
             fmt = container.format.name
             duration = _duration(container)
+            size = ((container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height)
+                    if has_video else (0, 0))
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
     is_image = has_video and not has_audio and (
@@ -64,7 +68,7 @@ def probe(path: str | Path) -> MediaInfo:
         duration = 0.0
     elif duration <= 0:
         raise AvemoError(f"{path}: zero-length media")
-    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image)
+    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image, *size)
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -204,7 +204,7 @@ def save_model(net: AvemoNet, directory: str | Path, training: dict | None = Non
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     tmp.replace(directory / "model.safetensors")
     meta = {"format_version": FORMAT_VERSION, "architecture": asdict(net.cfg), "training": training or {}}
     tmp = directory / "config.json.tmp"

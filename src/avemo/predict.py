@@ -20,7 +20,7 @@ import torch
 
 from .audio import MelSettings, log_mel
 from .errors import AvemoError
-from .faces import FaceDetector, FaceObservation, observe_faces
+from .faces import FaceDetector, FaceObservation, main_track, observe_faces
 from .media import SAMPLE_RATE, iter_frames, load_audio, probe
 from .model import AvemoNet, load_net
 from .segments import Segment, fixed_windows, plan_segments, speech_regions, speech_span
@@ -47,6 +47,7 @@ class SegmentResult:
     sentiment_probs: dict[str, float]
     modalities: list[str]  # which of "audio", "face" the answer used
     faces: int  # most faces seen at once in the segment's sampled frames
+    face_box: list[int] | None = None  # x, y, w, h (source pixels) of the face judged, its median box
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,23 +61,26 @@ class SegmentInputs:
     mel: np.ndarray | None = None
     crops: list[np.ndarray] = field(default_factory=list)
     faces: int = 0
+    box: tuple[int, int, int, int] | None = None  # the judged face's median box, in the sampled frames
 
 
 def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: list[FaceObservation],
                    speech: list[tuple[float, float]], mel: MelSettings, max_faces: int, is_image: bool = False
                    ) -> SegmentInputs:
     """Log-Mel of the speech span inside the segment (if the VAD heard enough speech there)
-    and up to `max_faces` main-face crops spread evenly over it. Shared by prediction and
-    training on clips, so both see the same inputs."""
+    and up to `max_faces` crops of its main face (`faces.main_track`) spread evenly over
+    it. Shared by prediction and training on clips, so both see the same inputs."""
     item = SegmentInputs(seg)
     span = speech_span(seg.start, seg.end, speech, MIN_VOICE_S) if wave is not None else None
     if span is not None:
         item.mel = log_mel(wave[int(span[0] * SAMPLE_RATE): int(span[1] * SAMPLE_RATE)], mel)
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
     if inside:
-        pick = np.linspace(0, len(inside) - 1, min(len(inside), max_faces)).round().astype(int)
-        item.crops = [inside[i].crop for i in pick]
+        main = main_track(inside)
+        pick = np.linspace(0, len(main) - 1, min(len(main), max_faces)).round().astype(int)
+        item.crops = [main[i].crop for i in pick]
         item.faces = max(o.n_faces for o in inside)
+        item.box = tuple(int(v) for v in np.median([o.box for o in main], axis=0).round())
     return item
 
 
@@ -163,11 +167,13 @@ class Model:
             log.warning("%s: no audio track; judging by the face alone", path)
         see = (info.has_video or info.is_image) and "face" in modalities
         decoded_until = len(wave) / SAMPLE_RATE if wave is not None else 0.0
+        box_scale = 1.0  # source pixels per pixel of the sampled frames
 
         def frames() -> Iterator[tuple[float, np.ndarray]]:
-            nonlocal decoded_until
+            nonlocal decoded_until, box_scale
             for t, grey in iter_frames(path, self.cfg.frame_rate):
                 decoded_until = max(decoded_until, t + 1 / self.cfg.frame_rate)
+                box_scale = info.width / grey.shape[1]
                 yield t, grey
 
         observations = observe_faces(self.detector, frames(), info.is_image) if see else []
@@ -175,7 +181,11 @@ class Model:
             raise AvemoError(f"{path}: nothing in it decodes: damaged, or cut off near its start")
         # a cut-off file ends where its streams stopped decoding, not where its header says
         duration = min(info.duration, decoded_until) if info.duration else decoded_until
-        return self._analyse(wave, observations, duration, see, info.is_image, segments, every, modalities, str(path))
+        results = self._analyse(wave, observations, duration, see, info.is_image, segments, every, modalities, str(path))
+        for r in results:
+            if r.face_box:
+                r.face_box = [round(v * box_scale) for v in r.face_box]
+        return results
 
     # ------------------------------------------------------------ stages
 
@@ -225,6 +235,7 @@ class Model:
                 sentiment_probs={k: round(v, 4) for k, v in zip(self.cfg.sentiments, s)},
                 modalities=used,
                 faces=item.faces,
+                face_box=list(item.box) if item.box and item.crops else None,
             ))
         return results
 
@@ -258,6 +269,7 @@ def frame_rows(file: str, results: list[SegmentResult]) -> list[dict]:
         row.update({f"emotion_{k}": v for k, v in r.emotion_probs.items()})
         row.update({f"sentiment_{k}": v for k, v in r.sentiment_probs.items()})
         row.update({"modalities": "+".join(r.modalities), "faces": r.faces})
+        row.update(zip(("face_x", "face_y", "face_w", "face_h"), r.face_box or [None] * 4))
         rows.append(row)
     return rows
 

@@ -191,7 +191,7 @@ def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_di
 def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int) -> list:
     settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE, "voice": "vad-speech-span"}
     if modality == "video":
-        settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces)
+        settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track")
     path = cache_dir / f"{modality}-{_cache_key(items, settings)}.npz"
     if path.exists():
         with np.load(path) as z:
@@ -409,20 +409,21 @@ def _run_key(cfg: ModelConfig, s: TrainSettings, branches: dict[str, dict[str, B
 def embed_branch(net: AvemoNet, branch: Branch, max_frames: int = 3000) -> torch.Tensor:
     """Fused embeddings (n, embed_dim) of a whole branch split, in item order."""
     net.eval()
+    device = next(net.parameters()).device
     out = torch.zeros(len(branch), net.cfg.embed_dim)
     order = np.argsort([len(f) for f in branch.feats]) if branch.modality == "audio" else np.arange(len(branch))
     size = {"audio": 64, "face": 512, "video": 32}[branch.modality]
     for start in range(0, len(order), size):
         idx = order[start:start + size]
-        out[idx] = net.embed(**branch.inputs(idx, max_frames, None))
+        out[idx] = net.embed(**{k: v.to(device) for k, v in branch.inputs(idx, max_frames, None).items()}).cpu()
     return out
 
 
 @torch.no_grad()
 def predict_branch(net: AvemoNet, branch: Branch) -> tuple[np.ndarray, np.ndarray]:
     """Emotion and sentiment predictions over a whole branch split."""
-    emo, sent = net.heads(embed_branch(net, branch))
-    return emo.argmax(1).numpy(), sent.argmax(1).numpy()
+    emo, sent = net.heads(embed_branch(net, branch).to(next(net.parameters()).device))
+    return emo.argmax(1).cpu().numpy(), sent.argmax(1).cpu().numpy()
 
 
 def branch_reports(net: AvemoNet, branch: Branch) -> dict:
@@ -434,9 +435,65 @@ def branch_reports(net: AvemoNet, branch: Branch) -> dict:
     }
 
 
+class _StepLoss(torch.nn.Module):
+    """One step's loss over every active branch's batch, as one module call: DistributedDataParallel
+    expects one forward per backward, and a step runs the network once per branch."""
+
+    def __init__(self, net: AvemoNet, smoothing: float) -> None:
+        super().__init__()
+        self.net = net
+        self.smoothing = smoothing
+
+    def forward(self, parts: list[tuple[dict, torch.Tensor, torch.Tensor, dict]]) -> torch.Tensor:
+        return sum(_loss(self.net(**inputs), emo, sent, w, self.smoothing) for inputs, emo, sent, w in parts)
+
+
+def _end_epoch(net: AvemoNet, opt: torch.optim.Optimizer, state: dict, branches: dict[str, dict[str, Branch]],
+               active: list[str], loss: float, out_dir: Path, run: str) -> None:
+    """Validate, keep the best model, count epochs without progress, write the checkpoint."""
+    val = {m: branch_reports(net, branches[m]["val"]) for m in active if len(branches[m]["val"])}
+    score = float(np.mean([v["emotion"]["weighted_f1"] for v in val.values()])) if val else -loss
+    state["epoch"] += 1
+    state["history"].append({"epoch": state["epoch"], "loss": loss, "val_weighted_f1": score})
+    log.info("epoch %d loss %.3f val weighted-F1 %.3f", state["epoch"], loss, score)
+    for m, v in val.items():
+        log.info("  %s", summary_line(f"val {m} emotion", v["emotion"]))
+    if score > state["best"]:
+        state["best"], state["stale"] = score, 0
+        save_model(net, out_dir / "best")
+    else:
+        state["stale"] += 1
+    tmp = out_dir / "checkpoint.pt.tmp"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "run": run}, tmp)
+    os.replace(tmp, out_dir / "checkpoint.pt")
+
+
+def _join_ranks() -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this process joins the
+    group: NCCL with one GPU per process where there are GPUs, else gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    gpu = torch.cuda.is_available()
+    if world == 1:
+        return 0, 1, torch.device("cuda" if gpu else "cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if gpu:
+        torch.cuda.set_device(local)
+    torch.distributed.init_process_group("nccl" if gpu else "gloo")
+    return torch.distributed.get_rank(), world, torch.device("cuda", local) if gpu else torch.device("cpu")
+
+
 def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | None = None,
           config: ModelConfig | None = None, cache_dir: str | Path = ".avemo-cache", workers: int = 2) -> dict:
-    """Train a model on the given corpora and save it to `out_dir`; returns its held-out scores."""
+    """Train a model on the given corpora and save it to `out_dir`; returns its held-out scores.
+
+    Under `torchrun --nproc_per_node N` the N processes share each step's batches
+    (DistributedDataParallel: gloo on CPU, NCCL on GPUs); rank 0 extracts the features
+    first, validates, checkpoints and writes the model, the others train and return {}.
+    """
+    rank, world, device = _join_ranks()
+    if rank:
+        log.setLevel(logging.WARNING)
     s = settings or TrainSettings()
     cfg = config or ModelConfig()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
@@ -447,11 +504,15 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     splits = split_items(items, s)
     # features of all files at once, in the corpora's order: the cache shards then stay the
     # same whichever files a split (a seed, a cross-validation fold) puts where
+    if rank:
+        torch.distributed.barrier()  # rank 0 fills the cache, the others then read it
     features = {}
     for modality in BRANCHES:
         chosen = [i for i in items if i.modality == modality]
         if chosen:
             features.update(zip(chosen, cached_features(chosen, modality, cfg, cache_dir, workers)))
+    if world > 1 and not rank:
+        torch.distributed.barrier()
     branches: dict[str, dict[str, Branch]] = {}
     for name, group in splits.items():
         for modality in BRANCHES:
@@ -470,21 +531,21 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     for m in active:
         log.info("%s: %s", m, {k: len(v) for k, v in branches[m].items()})
 
-    net = AvemoNet(cfg)
+    net = AvemoNet(cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = {"audio": s.audio_batch, "face": s.face_batch, "video": s.video_batch}
     steps_per_epoch = max(max(1, len(branches[m]["train"]) // batch[m]) for m in active)
     total_steps = s.epochs * steps_per_epoch
     weights = {
-        m: {"emotion": balanced_weights(branches[m]["train"].emotion, len(EMOTIONS)),
-            "sentiment": balanced_weights(branches[m]["train"].sentiment, len(SENTIMENTS))}
+        m: {"emotion": balanced_weights(branches[m]["train"].emotion, len(EMOTIONS)).to(device),
+            "sentiment": balanced_weights(branches[m]["train"].sentiment, len(SENTIMENTS)).to(device)}
         for m in active
     }
     state = {"epoch": 0, "best": -1.0, "stale": 0, "history": []}
     run = _run_key(cfg, s, branches)
     ckpt = out_dir / "checkpoint.pt"
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
+        saved = torch.load(ckpt, weights_only=False, map_location=device)
         if saved.get("run") != run:
             raise AvemoError(f"{out_dir} holds a checkpoint of another run (other data, split, architecture or "
                              "settings): give a new --out, or delete its checkpoint.pt to start over")
@@ -492,44 +553,45 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
         log.info("resuming from %s after epoch %d", ckpt, state["epoch"])
-    rng = np.random.default_rng(s.seed + state["epoch"])
+    step_loss = _StepLoss(net, s.label_smoothing)
+    if world > 1:
+        step_loss = torch.nn.parallel.DistributedDataParallel(step_loss, device_ids=[device] if device.type == "cuda" else None)
+    rng = np.random.default_rng(s.seed + state["epoch"])  # the same on every rank: the same batches
 
     while state["epoch"] < s.epochs and state["stale"] < s.patience:
         net.train()
+        # one process augments with the batch generator (as the shipped model was trained);
+        # under torchrun each rank augments its share of the batch with its own generator
+        augment = rng if world == 1 else np.random.default_rng([s.seed, state["epoch"], rank])
         orders = {m: rng.permutation(len(branches[m]["train"])) for m in active}
         total = 0.0
         for step in range(steps_per_epoch):
-            loss = torch.zeros(())
+            parts = []
             for m in active:
                 b = branches[m]["train"]
                 size = batch[m]
-                idx = np.take(orders[m], range(step * size, (step + 1) * size), mode="wrap")
-                logits = net(**b.inputs(idx, s.max_frames, rng))
-                loss = loss + _loss(logits, torch.from_numpy(b.emotion[idx]), torch.from_numpy(b.sentiment[idx]),
-                                    weights[m], s.label_smoothing)
+                idx = np.take(orders[m], range(step * size, (step + 1) * size), mode="wrap")[rank::world]
+                inputs = {k: v.to(device) for k, v in b.inputs(idx, s.max_frames, augment).items()}
+                parts.append((inputs, torch.from_numpy(b.emotion[idx]).to(device),
+                              torch.from_numpy(b.sentiment[idx]).to(device), weights[m]))
             for group in opt.param_groups:
                 group["lr"] = learning_rate(state["epoch"] * steps_per_epoch + step, total_steps, s.lr)
             opt.zero_grad()
+            loss = step_loss(parts)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
             total += loss.item()
-        val = {m: branch_reports(net, branches[m]["val"]) for m in active if len(branches[m]["val"])}
-        score = float(np.mean([v["emotion"]["weighted_f1"] for v in val.values()])) if val else -total
-        state["epoch"] += 1
-        state["history"].append({"epoch": state["epoch"], "loss": total / steps_per_epoch, "val_weighted_f1": score})
-        log.info("epoch %d loss %.3f val weighted-F1 %.3f", state["epoch"], total / steps_per_epoch, score)
-        for m, v in val.items():
-            log.info("  %s", summary_line(f"val {m} emotion", v["emotion"]))
-        if score > state["best"]:
-            state["best"], state["stale"] = score, 0
-            save_model(net, out_dir / "best")
-        else:
-            state["stale"] += 1
-        tmp = out_dir / "checkpoint.pt.tmp"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "run": run}, tmp)
-        os.replace(tmp, ckpt)
+        if rank == 0:
+            _end_epoch(net, opt, state, branches, active, total / steps_per_epoch, out_dir, run)
+        if world > 1:  # rank 0's verdict (validation, early stopping) holds for all
+            shared = [state]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            state = shared[0]
+    if world > 1:
+        torch.distributed.destroy_process_group()
+        if rank:
+            return {}
 
     net, _ = load_net(out_dir / "best")
     scores = {}

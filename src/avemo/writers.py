@@ -26,11 +26,13 @@ def write_json(results: Results, out: TextIO) -> None:
 def write_csv(results: Results, out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["file", "start", "end", "emotion", *(f"emotion_{e}" for e in EMOTIONS),
-                     "sentiment", *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces"])
+                     "sentiment", *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces",
+                     "face_x", "face_y", "face_w", "face_h"])
     for f, rs in results.items():
         for r in rs:
             writer.writerow([f, f"{r.start:.3f}", f"{r.end:.3f}", r.emotion, *(f"{r.emotion_probs[e]:.4f}" for e in EMOTIONS),
-                             r.sentiment, *(f"{r.sentiment_probs[s]:.4f}" for s in SENTIMENTS), "+".join(r.modalities), r.faces])
+                             r.sentiment, *(f"{r.sentiment_probs[s]:.4f}" for s in SENTIMENTS), "+".join(r.modalities), r.faces,
+                             *(r.face_box or [""] * 4)])
 
 
 def _srt_time(t: float) -> str:
