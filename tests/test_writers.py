@@ -10,7 +10,7 @@ from avemo.writers import write_csv, write_json, write_srt, write_table
 def _result(start, end, emotion="joy"):
     probs = {e: (0.4 if e == emotion else 0.1) for e in EMOTIONS}
     return SegmentResult(start, end, emotion, probs, "positive", {"positive": 0.7, "neutral": 0.2, "negative": 0.1},
-                         ["audio", "face"], 1)
+                         ["audio", "face"], 1, [120, 40, 96, 96])
 
 
 RESULTS = {"talk.mp4": [_result(0.0, 2.5), _result(3.25, 3661.5, "anger")]}
@@ -26,7 +26,8 @@ def test_json_has_file_and_segments_with_exact_keys():
     doc = json.loads(_write(write_json))
     assert doc["file"] == "talk.mp4" and len(doc["segments"]) == 2
     assert set(doc["segments"][1]) == {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs",
-                                       "modalities", "faces"}
+                                       "modalities", "faces", "face_box"}
+    assert doc["segments"][0]["face_box"] == [120, 40, 96, 96]
     many = json.loads(_write(write_json, {"a.mp4": RESULTS["talk.mp4"], "b.wav": RESULTS["talk.mp4"][:1]}))
     assert [d["file"] for d in many] == ["a.mp4", "b.wav"]
 
@@ -35,6 +36,7 @@ def test_csv_one_row_per_segment():
     rows = list(csv.DictReader(io.StringIO(_write(write_csv))))
     assert len(rows) == 2
     assert rows[1]["emotion"] == "anger" and rows[1]["end"] == "3661.500" and rows[1]["modalities"] == "audio+face"
+    assert [rows[1][k] for k in ("face_x", "face_y", "face_w", "face_h")] == ["120", "40", "96", "96"]
     assert float(rows[0]["emotion_joy"]) == 0.4
 
 
