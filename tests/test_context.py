@@ -15,9 +15,9 @@ import torch
 
 import avemo
 from avemo.cli import main
+from avemo.context import load_meld_vectors
 from avemo.datasets import MELD_SPLITS
 from avemo.errors import AvemoError
-from avemo.context import load_meld_vectors
 
 from .conftest import DATA, RAVDESS, RAVDESS_CODE
 

@@ -9,9 +9,9 @@ import pytest
 
 import avemo
 from avemo.audio import log_mel
+from avemo.cli import main as main_process
 from avemo.errors import AvemoError
 from avemo.media import load_audio
-from avemo.cli import main as main_process
 from avemo.model import ModelConfig
 from avemo.train import TrainSettings, augment_mel, face_batch, train
 

@@ -56,7 +56,7 @@ def summary_line(name: str, report: dict) -> str:
             f"macro-F1 {report['macro_f1']:.3f} weighted-F1 {report['weighted_f1']:.3f} UAR {report['uar']:.3f}{flag}")
 
 
-def test_items(items: list["Item"], model_meta: dict) -> list["Item"]:
+def test_items(items: list[Item], model_meta: dict) -> list[Item]:
     """The test split of `items` for this model: the speakers (or corpus splits) its
     config.json records as held out of its training, else a fresh speaker-independent split.
 
@@ -73,7 +73,7 @@ def test_items(items: list["Item"], model_meta: dict) -> list["Item"]:
     return split_items(items, TrainSettings())["test"]
 
 
-def evaluate_items(model: "Model", items: list["Item"], modalities: tuple[str, ...] = ("audio", "face"),
+def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] = ("audio", "face"),
                    progress: bool = False) -> dict:
     """Clip-level scores of `model` on labelled files: each whole file is one segment.
 

@@ -11,8 +11,8 @@ the FER2013 convention the face branch is trained on, with a margin like FER2013
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import cv2
 import numpy as np

@@ -230,8 +230,9 @@ def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:
     state = load_file(str(weights_path))
     expected = net.state_dict()
     wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
-    if wrong or set(state) - set(expected):
-        raise AvemoError(f"{directory}: weights do not match config.json (first mismatch: {(wrong or sorted(set(state) - set(expected)))[0]})")
+    extra = sorted(set(state) - set(expected))
+    if wrong or extra:
+        raise AvemoError(f"{directory}: weights do not match config.json (first mismatch: {(wrong or extra)[0]})")
     net.load_state_dict(state)
     net.eval()
     return net, meta

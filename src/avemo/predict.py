@@ -9,10 +9,10 @@ signal, and returns results or, on request, a DataFrame indexed by (file, start,
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,7 +88,7 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("avemo") / "assets" / "default"))
 
 
-def load_model(path: str | Path | None = None, threads: int | None = None) -> "Model":
+def load_model(path: str | Path | None = None, threads: int | None = None) -> Model:
     """The shipped default model, or the model folder at `path` (config.json + model.safetensors)."""
     net, meta = load_net(Path(path) if path else default_model_dir())
     if threads:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from .labels import EMOTIONS, SENTIMENTS
 from .predict import SegmentResult
