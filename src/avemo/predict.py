@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -135,8 +136,8 @@ class Model:
         modalities = _check_modalities(modalities)
         if isinstance(source, np.ndarray):
             wave = _resample(source, sampling_rate)
-            results = self._analyse(wave, None, len(wave) / SAMPLE_RATE, False, False, segments, every, modalities,
-                                    "signal")
+            results = self._analyse(wave, _speech(wave), None, len(wave) / SAMPLE_RATE, False, False, segments, every,
+                                    modalities, "signal")
             return to_frame({"signal": results}) if as_frame else results
         if isinstance(source, (str, Path)):
             results = self.predict_file(source, segments=segments, every=every, modalities=modalities)
@@ -160,28 +161,30 @@ class Model:
         """Results for one media file; AvemoError when nothing in it can be analysed."""
         modalities = _check_modalities(modalities)
         info = probe(path)
-        wave = None
-        if info.has_audio and "audio" in modalities:
-            wave = load_audio(path)
-        elif "audio" in modalities and not info.is_image:
+        if "audio" in modalities and not info.has_audio and not info.is_image:
             log.warning("%s: no audio track; judging by the face alone", path)
         see = (info.has_video or info.is_image) and "face" in modalities
-        decoded_until = len(wave) / SAMPLE_RATE if wave is not None else 0.0
-        box_scale = 1.0  # source pixels per pixel of the sampled frames
+        seen_until, box_scale = 0.0, 1.0  # box_scale: source pixels per pixel of the sampled frames
 
         def frames() -> Iterator[tuple[float, np.ndarray]]:
-            nonlocal decoded_until, box_scale
+            nonlocal seen_until, box_scale
             for t, grey in iter_frames(path, self.cfg.frame_rate):
-                decoded_until = max(decoded_until, t + 1 / self.cfg.frame_rate)
+                seen_until = t + 1 / self.cfg.frame_rate
                 box_scale = info.width / grey.shape[1]
                 yield t, grey
 
-        observations = observe_faces(self.detector, frames(), info.is_image) if see else []
+        # the sound (decoding, VAD) is worked out on a second thread while the frames are read
+        with ThreadPoolExecutor(1) as pool:
+            hearing = pool.submit(_listen, path) if info.has_audio and "audio" in modalities else None
+            observations = observe_faces(self.detector, frames(), info.is_image) if see else []
+            wave, speech = hearing.result() if hearing else (None, [])
+        decoded_until = max(seen_until, len(wave) / SAMPLE_RATE if wave is not None else 0.0)
         if (wave is not None or see) and decoded_until == 0.0:
             raise AvemoError(f"{path}: nothing in it decodes: damaged, or cut off near its start")
         # a cut-off file ends where its streams stopped decoding, not where its header says
         duration = min(info.duration, decoded_until) if info.duration else decoded_until
-        results = self._analyse(wave, observations, duration, see, info.is_image, segments, every, modalities, str(path))
+        results = self._analyse(wave, speech, observations, duration, see, info.is_image, segments, every, modalities,
+                                str(path))
         for r in results:
             if r.face_box:
                 r.face_box = [round(v * box_scale) for v in r.face_box]
@@ -189,11 +192,11 @@ class Model:
 
     # ------------------------------------------------------------ stages
 
-    def _analyse(self, wave: np.ndarray | None, observations: list[FaceObservation] | None, duration: float,
-                 has_video: bool, is_image: bool, segments: list[Segment] | None, every: float | None,
-                 modalities: tuple[str, ...], name: str) -> list[SegmentResult]:
-        has_voice = wave is not None and len(wave) >= MIN_VOICE_S * SAMPLE_RATE and _rms(wave) >= SILENCE_RMS
-        speech = speech_regions(wave) if has_voice and not is_image else []
+    def _analyse(self, wave: np.ndarray | None, speech: list[tuple[float, float]],
+                 observations: list[FaceObservation] | None, duration: float, has_video: bool, is_image: bool,
+                 segments: list[Segment] | None, every: float | None, modalities: tuple[str, ...], name: str
+                 ) -> list[SegmentResult]:
+        has_voice = wave is not None and _voiced(wave)
         if is_image:
             plan = [Segment(0.0, 0.0, False)]
         elif segments is not None:
@@ -288,6 +291,21 @@ def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
     if unknown or not chosen:
         raise AvemoError(f"modalities must be audio and/or face, not {','.join(chosen) or 'nothing'}")
     return chosen
+
+
+def _listen(path: str | Path) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """A file's sound and where its speech is."""
+    wave = load_audio(path)
+    return wave, _speech(wave)
+
+
+def _speech(wave: np.ndarray) -> list[tuple[float, float]]:
+    """Speech regions; none (and no VAD run) in sound too short or too quiet to hold a voice."""
+    return speech_regions(wave) if _voiced(wave) else []
+
+
+def _voiced(wave: np.ndarray) -> bool:
+    return len(wave) >= MIN_VOICE_S * SAMPLE_RATE and _rms(wave) >= SILENCE_RMS
 
 
 def _rms(x: np.ndarray) -> float:
