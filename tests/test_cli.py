@@ -34,6 +34,22 @@ def test_every_gives_fixed_windows_and_excludes_segments(clips, tmp_path, capsys
     assert "give --segments or --every, not both" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_an_interrupted_batch_resumes_where_it_stopped(clips, tmp_path, capsys, suffix):
+    files = [str(clips["talking_face"]), str(MEDIA / "single_face.jpg"), str(clips["speech_flac"])]
+    out = tmp_path / f"r.{suffix}"
+    assert main(["-q", "predict", *files, "--out", str(out)]) == 0
+    whole = out.read_text()
+    # as if killed while writing the last file's rows: cut off in the middle of its last line
+    last = whole.rindex("\n", 0, len(whole) - 1) + 1
+    out.write_text(whole[: last + (len(whole) - last) // 2])
+    assert main(["predict", *files, "--out", str(out), "--resume"]) == 0
+    assert "resuming: 2 files already in" in capsys.readouterr().err
+    assert out.read_text() == whole
+    assert main(["predict", files[0], "--resume"]) == 1  # nothing to resume into
+    assert "--resume goes on with an --out file" in capsys.readouterr().err
+
+
 def test_folder_batch_reports_bad_file_and_finishes_the_rest(clips, tmp_path, capsys):
     folder = tmp_path / "batch"
     folder.mkdir()

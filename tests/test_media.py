@@ -34,6 +34,18 @@ def test_frames_sampled_at_requested_rate():
     assert frames[0][1].dtype == np.uint8 and frames[0][1].shape == (360, 640)
 
 
+def test_grey_frames_are_what_a_full_conversion_gives():
+    import av
+
+    # the luma plane read directly (studio range stretched) equals FFmpeg's conversion to grey
+    (t, grey), *_ = iter_frames(FACE_VIDEO, fps=5.0)
+    with av.open(str(FACE_VIDEO)) as c:
+        first = next(c.decode(video=0))
+    assert t == 0.0 and np.array_equal(grey, first.reformat(format="gray").to_ndarray())
+    info = probe(FACE_VIDEO)
+    assert (info.width, info.height) == (640, 360)
+
+
 @pytest.mark.parametrize("name,message", [
     ("empty", "empty file"),
     ("text_as_mp4", "not a readable media file"),

@@ -1,6 +1,6 @@
 """The `avemo` command: a thin mirror of the Python API.
 
-    avemo predict FILE|FOLDER|MANIFEST.csv ... [--format table|json|csv|srt] [--out PATH] [--every SECONDS]
+    avemo predict FILE|FOLDER|MANIFEST.csv ... [--format table|json|jsonl|csv|srt] [--resume] [--out PATH] [--every SECONDS]
     avemo predict --engine ray FOLDER|MANIFEST.csv --out results.parquet [--address auto]
     avemo evaluate --manifest M.csv|--data KIND:PATH --report report.json
     avemo train --data KIND:PATH [--data ...] --out MODEL_DIR
@@ -16,6 +16,7 @@ import argparse
 import csv
 import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from .errors import AvemoError
@@ -55,11 +56,13 @@ def _predict(args: argparse.Namespace) -> int:
 
     from .predict import load_model
     from .segments import read_segments
-    from .writers import WRITERS
+    from .writers import STREAMED, WRITERS, finished_files, write_csv
 
     paths = expand_inputs(args.inputs)
     fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out and args.out.suffix.lower()
-                          in {".json", ".csv", ".srt"} else "table")
+                          in {".json", ".jsonl", ".csv", ".srt"} else "table")
+    if args.resume and (fmt not in STREAMED or not args.out):
+        raise AvemoError("--resume goes on with an --out file in csv or jsonl format")
     if args.segments and len(paths) != 1:
         raise AvemoError("--segments applies to one input file")
     if args.segments and args.every:
@@ -77,14 +80,35 @@ def _predict(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     model = load_model(args.model)
     segments = read_segments(args.segments) if args.segments else None
+    done = finished_files(args.out, fmt) if args.resume else set()
+    if args.resume and done:
+        print(f"avemo: resuming: {len(done)} files already in {args.out}", file=sys.stderr)
+    todo = [p for p in paths if str(p) not in done]
     results, failed = {}, 0
-    show_bar = len(paths) > 1 and not args.quiet
-    for path in tqdm(paths, disable=not show_bar, unit="file", file=sys.stderr):
-        try:
-            results[str(path)] = model.predict_file(path, segments=segments, every=args.every, modalities=modalities)
-        except AvemoError as exc:
-            failed += 1
-            tqdm.write(f"avemo: error: {exc}", file=sys.stderr)
+    with ExitStack() as stack:
+        # csv and jsonl are written file by file, as results come (an interrupted batch keeps
+        # what it finished; --resume goes on from there); other formats once, at the end
+        sink = None
+        if fmt in STREAMED:
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+            sink = stack.enter_context(open(args.out, "a" if done else "w", encoding="utf-8", newline="")) \
+                if args.out else sys.stdout
+            if fmt == "csv" and not done:
+                write_csv({}, sink)
+        show_bar = len(todo) > 1 and not args.quiet
+        for path in tqdm(todo, disable=not show_bar, unit="file", file=sys.stderr):
+            try:
+                found = model.predict_file(path, segments=segments, every=args.every, modalities=modalities)
+            except AvemoError as exc:
+                failed += 1
+                tqdm.write(f"avemo: error: {exc}", file=sys.stderr)
+                continue
+            if sink is None:
+                results[str(path)] = found
+            else:
+                STREAMED[fmt]({str(path): found}, sink)
+                sink.flush()
     if results:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="analyse videos, audio files or photos")
     p.add_argument("inputs", nargs="+", help="media files, folders of them, or manifest CSVs (a 'path' column)")
-    p.add_argument("--format", choices=["table", "json", "csv", "srt"], help="output format (default: from --out's suffix, else table)")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv", "srt"],
+                   help="output format (default: from --out's suffix, else table); csv and jsonl are written file by file")
+    p.add_argument("--resume", action="store_true",
+                   help="with --out in csv or jsonl: skip the files it already holds (an interrupted batch goes on)")
     p.add_argument("--out", type=Path, help="write results here instead of stdout")
     p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--segments", help="CSV (start,end in seconds) or SRT of your own segments")

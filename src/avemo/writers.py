@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import TextIO
 
 from .labels import EMOTIONS, SENTIMENTS
@@ -24,11 +27,18 @@ def write_json(results: Results, out: TextIO) -> None:
     out.write("\n")
 
 
-def write_csv(results: Results, out: TextIO) -> None:
+def write_jsonl(results: Results, out: TextIO) -> None:
+    """One JSON object per segment and line, with its file: appendable, file by file."""
+    for f, rs in results.items():
+        out.write("".join(json.dumps({"file": f, **r.to_dict()}) + "\n" for r in rs))
+
+
+def write_csv(results: Results, out: TextIO, header: bool = True) -> None:
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["file", "start", "end", "emotion", *(f"emotion_{e}" for e in EMOTIONS),
-                     "sentiment", *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces",
-                     "face_x", "face_y", "face_w", "face_h"])
+    if header:
+        writer.writerow(["file", "start", "end", "emotion", *(f"emotion_{e}" for e in EMOTIONS),
+                         "sentiment", *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces",
+                         "face_x", "face_y", "face_w", "face_h"])
     for f, rs in results.items():
         for r in rs:
             writer.writerow([f, f"{r.start:.3f}", f"{r.end:.3f}", r.emotion, *(f"{r.emotion_probs[e]:.4f}" for e in EMOTIONS),
@@ -66,6 +76,44 @@ def write_table(results: Results, out: TextIO) -> None:
             out.write(f"  {r.start:8.2f} {r.end:8.2f}  {emo:<16} {sent:<16} {'+'.join(r.modalities):<11} {r.faces}\n")
 
 
-WRITERS: dict[str, Callable[[Results, TextIO], None]] = {
-    "table": write_table, "json": write_json, "csv": write_csv, "srt": write_srt,
+WRITERS: dict[str, Callable[..., None]] = {
+    "table": write_table, "json": write_json, "jsonl": write_jsonl, "csv": write_csv, "srt": write_srt,
 }
+#: Formats written file by file as results come (an interrupted batch can resume): their row writers.
+STREAMED: dict[str, Callable[[Results, TextIO], None]] = {
+    "csv": partial(write_csv, header=False), "jsonl": write_jsonl,
+}
+
+
+def _jsonl_file(cut: str, lines: list[str]) -> str:
+    """The file a cut-off JSONL line was about (its first key); the line before's if unreadable."""
+    match = re.match(r'\{"file": ("(?:[^"\\]|\\.)*")', cut)
+    if match:
+        return json.loads(match.group(1))
+    return json.loads(lines[-2])["file"] if len(lines) > 1 else ""
+
+
+def finished_files(path: Path, fmt: str) -> set[str]:
+    """The files an earlier, perhaps interrupted, csv/jsonl output holds in full.
+
+    Each file's rows are written in one go, so only the last can be cut off: a last
+    line without its newline is taken as an unfinished file, whose rows are removed
+    (the file is rewritten atomically) so that resuming analyses it again.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return set()
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if fmt == "csv":
+        head, rows = lines[:1], lines[1:]
+        files = [r["file"] for r in csv.DictReader(head + rows)]
+    else:
+        head, rows = [], lines
+        files = [json.loads(line)["file"] if line.endswith("\n") else _jsonl_file(line, lines) for line in rows]
+    if rows and not rows[-1].endswith("\n"):
+        keep = [r for r, f in zip(rows[:-1], files[:-1]) if f != files[-1]]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(head + keep), encoding="utf-8")
+        tmp.replace(path)
+        files = [f for f in files[:-1] if f != files[-1]]
+    return set(files)
