@@ -1,7 +1,7 @@
 """Speed and memory of `avemo predict` against the physical floor: PyAV decoding the same file.
 
     python benchmarks/speed.py [FILE]            default: a 5-minute loop of WolfgangLanger_Pexels.mp4
-    python benchmarks/speed.py --minutes 60      the one-hour loop (built once into .avemo-cache/bench/)
+    python benchmarks/speed.py --minutes 60 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
 
 Prints, for one file: the decode-only time (every video frame and the audio, converting
 nothing: what any tool that reads every frame must spend), avemo's time in a fresh
@@ -113,19 +113,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", type=Path)
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the default looped video")
+    parser.add_argument("--no-stages", action="store_true", help="skip the per-stage split (it decodes the file twice more)")
     args = parser.parse_args()
     path = args.file or looped(SOURCE, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min.mp4")
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
     floor = min(decode_only(path) for _ in range(2))
     run = avemo_run(path)
-    split = stages(path)
+    split = {} if args.no_stages else stages(path)
     print(f"file: {path} ({duration:.1f} s, {run['segments']} segments)")
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
     print(f"avemo predict:                           {run['seconds']:.2f} s = {run['seconds'] / floor:.2f}x decode-only, "
           f"{duration / run['seconds']:.1f}x faster than real time")
     print(f"peak resident memory of the avemo process: {run['peak_mb']:.0f} MB")
-    print("stages, each timed alone: " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items()))
+    if split:
+        print("stages, each timed alone: " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items()))
 
 
 if __name__ == "__main__":

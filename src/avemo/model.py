@@ -125,6 +125,10 @@ class AvemoNet(nn.Module):
         self.audio = AudioEncoder(cfg)
         self.face = FaceEncoder(cfg)
         self.gate = nn.Linear(cfg.embed_dim, 1)  # how much each modality's embedding counts
+        # zero: modalities count equally until paired clips train the gate (single-modality
+        # batches give it no gradient, so a random start would stay an arbitrary preference)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.emotion_head = nn.Linear(cfg.embed_dim, len(cfg.emotions))
