@@ -3,7 +3,7 @@
 MELD's released pickles can't be had here, so the fixture builds one in their exact
 format: a pickled (train, dev, test) tuple of dicts "{Dialogue_ID}_{Utterance_ID}" ->
 vector, keyed by the first rows of MELD's real CSVs. Each vector is the shipped model's
-voice embedding of a real RAVDESS utterance with that row's emotion.
+voice embedding of the speech in a real RAVDESS utterance with that row's emotion.
 """
 
 import csv
@@ -26,6 +26,7 @@ from .conftest import DATA, RAVDESS, RAVDESS_CODE
 def meld_vectors(tmp_path_factory):
     from avemo.audio import log_mel
     from avemo.media import load_audio
+    from avemo.segments import speech_regions, speech_span
 
     root = tmp_path_factory.mktemp("vectors")
     model = avemo.load_model()
@@ -45,7 +46,9 @@ def meld_vectors(tmp_path_factory):
         for i, row in enumerate(rows):
             actor = list(actors)[i % len(actors)]
             utt = sorted((RAVDESS / f"Actor_{actor:02d}").glob(f"03-01-{RAVDESS_CODE[row['Emotion']]}-*.flac"))[i % 4]
-            mel = torch.from_numpy(log_mel(load_audio(utt)))[None]
+            wave = load_audio(utt)
+            start, end = speech_span(0.0, len(wave) / 16000, speech_regions(wave), 0.3) or (0.0, len(wave) / 16000)
+            mel = torch.from_numpy(log_mel(wave[int(start * 16000):int(end * 16000)]))[None]  # the speech, as predict gives it
             with torch.no_grad():
                 vec = model.net.audio(mel, torch.tensor([mel.shape[1]]))[0].numpy()
             vectors[f"{row['Dialogue_ID']}_{row['Utterance_ID']}"] = vec
