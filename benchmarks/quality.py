@@ -11,7 +11,7 @@
    FER2013 PublicTest face of the same emotion on screen (real voice, real face, two
    people), run through `predict` like any video: voice only, face only and both.
    Scored over the clips all three could judge.
-4. With --folds K (retrains K+1 models, voice branch only, ~1 min an epoch on 2 cores):
+4. With --folds K (retrains K+1 models, voice branch only: 5 folds at 10 epochs take ~22 min on 2 cores):
    speaker-independent cross-validation of the training recipe on RAVDESS (K folds of
    actors, TESS always in training, never a test actor in training or validation), and
    cross-corpus: trained on RAVDESS alone, tested on TESS (other speakers, other corpus).
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data")
     parser.add_argument("--clips", type=int, default=240, help="composite clips for section 3")
     parser.add_argument("--folds", type=int, default=0, help="section 4's actor folds (0: skip the retraining)")
-    parser.add_argument("--cv-epochs", type=int, default=12)
+    parser.add_argument("--cv-epochs", type=int, default=10)
     args = parser.parse_args()
     model = avemo.load_model()
 
