@@ -1,6 +1,6 @@
 """Quality of avemo, each figure beside the majority baseline (and a peer): the model card's numbers.
 
-    python benchmarks/quality.py [--data ../shared/data] [--clips 240] [--folds 5 --cv-epochs 12]
+    python benchmarks/quality.py [--data ../shared/data] [--clips 240] [--folds 5 --cv-epochs 10]
 
 1. Voice, shipped model: the RAVDESS actors its config.json records as held out of
    training (the same path as `avemo evaluate --data ravdess:... --split test`).
