@@ -78,7 +78,6 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     Why resample here: every later stage (VAD, log-Mel, the model) is defined at one
     rate, so the rate is fixed once, at the edge of the program.
     """
-    chunks: list[np.ndarray] = []
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     try:
         with av.open(str(path)) as container:
@@ -86,18 +85,28 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
                 raise AvemoError(f"{path}: no audio track")
             stream = container.streams.audio[0]
             stream.thread_type = "AUTO"
+            declared = _stream_seconds(stream)
+            # filled in place, sized from the header: an hour is 230 MB, never held twice
+            wave, n = np.empty(int(((declared or 0.0) + 1.0) * sample_rate), np.float32), 0
+
+            def put(frames: list[av.AudioFrame]) -> None:
+                nonlocal wave, n
+                for out in frames:
+                    x = out.to_ndarray().reshape(-1)
+                    if n + len(x) > len(wave):  # longer than declared
+                        wave = np.concatenate([wave[:n], np.empty(max(len(wave), len(x)), np.float32)])
+                    wave[n:n + len(x)] = x
+                    n += len(x)
+
             try:
                 for frame in container.decode(stream):
-                    for out in resampler.resample(frame):
-                        chunks.append(out.to_ndarray().reshape(-1))
+                    put(resampler.resample(frame))
             except av.FFmpegError as exc:
                 log.warning("%s: audio stops early at a damaged part (%s); using what decoded", path, _reason(exc))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-            declared = _stream_seconds(stream)
+            put(resampler.resample(None))
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
-    wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
+    wave = wave[:n]
     _warn_if_short(path, "audio", len(wave) / sample_rate, declared)
     return wave
 
