@@ -54,19 +54,10 @@ class FaceDetector:
         """Boxes (x, y, w, h) of the faces in a grey frame, largest first, in its own pixels."""
         h, w = grey.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
-        side = max(12, int(min(small.shape[:2]) * self.min_face_fraction))
-        found = self._cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=6, minSize=(side, side))
-        if len(found) == 0:
-            return []
-        boxes = [tuple(int(round(v / scale)) for v in b) for b in found]
-        centre = np.array([w / 2, h / 2])
-
-        def rank(b: tuple[int, int, int, int]) -> tuple[float, float]:
-            off = np.linalg.norm(np.array([b[0] + b[2] / 2, b[1] + b[3] / 2]) - centre)
-            return (-float(b[2] * b[3]), float(off))
-
-        return sorted(boxes, key=rank)
+        side = max(12, int(min(round(w * scale), round(h * scale)) * self.min_face_fraction))
+        boxes = self._search(grey, scale, (0, 0), minNeighbors=6, minSize=(side, side))
+        centre = (w / 2, h / 2)
+        return sorted(boxes, key=lambda b: (-float(b[2] * b[3]), _off_centre(b, centre)))
 
     def detect_near(self, grey: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
         """The face nearest to where `box` was, searched in a window around it at sizes
@@ -75,19 +66,21 @@ class FaceDetector:
         x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
         x1, y1 = min(grey.shape[1], x + w + w // 2), min(grey.shape[0], y + h + h // 2)
         scale = min(1.0, NEAR_FACE_SIDE / max(w, 1))
-        window = grey[y0:y1, x0:x1]
-        if scale < 1:
-            window = cv2.resize(window, (max(1, round(window.shape[1] * scale)), max(1, round(window.shape[0] * scale))),
-                                interpolation=cv2.INTER_AREA)
         side = w * scale
-        found = self._cascade.detectMultiScale(window, scaleFactor=1.1, minNeighbors=3,
-                                               minSize=(round(side * 0.7),) * 2, maxSize=(round(side * 1.3),) * 2)
-        if len(found) == 0:
-            return None
-        centre = np.array([x + w / 2, y + h / 2])
-        boxes = [(round(bx / scale) + x0, round(by / scale) + y0, round(bw / scale), round(bh / scale))
-                 for bx, by, bw, bh in found]
-        return min(boxes, key=lambda b: float(np.linalg.norm(np.array([b[0] + b[2] / 2, b[1] + b[3] / 2]) - centre)))
+        boxes = self._search(grey[y0:y1, x0:x1], scale, (x0, y0), minNeighbors=3,
+                             minSize=(round(side * 0.7),) * 2, maxSize=(round(side * 1.3),) * 2)
+        centre = (x + w / 2, y + h / 2)
+        return min(boxes, key=lambda b: _off_centre(b, centre), default=None)
+
+    def _search(self, image: np.ndarray, scale: float, offset: tuple[int, int], **limits) -> list[tuple[int, int, int, int]]:
+        """The cascade's boxes on a copy of `image` scaled by `scale` (<= 1; sizes in `limits` are
+        in the copy's pixels), mapped back to `image`'s pixels and shifted by `offset`."""
+        if scale < 1:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        found = self._cascade.detectMultiScale(image, scaleFactor=1.1, **limits)
+        return [(round(bx / scale) + offset[0], round(by / scale) + offset[1], round(bw / scale), round(bh / scale))
+                for bx, by, bw, bh in found]
 
     def observe(self, time: float, grey: np.ndarray, is_still: bool = False) -> FaceObservation | None:
         """The main face of one frame, or None.
@@ -121,6 +114,11 @@ def crop_face(grey: np.ndarray, box: tuple[int, int, int, int], margin: float = 
     return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
 
 
+def _off_centre(box: tuple[int, int, int, int], centre: tuple[float, float]) -> float:
+    """Distance from the middle of `box` to `centre`."""
+    return float(np.hypot(box[0] + box[2] / 2 - centre[0], box[1] + box[3] / 2 - centre[1]))
+
+
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Intersection over union of two (x, y, w, h) boxes."""
     w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
@@ -142,10 +140,8 @@ def observe_faces(detector: FaceDetector, frames: Iterable[tuple[float, np.ndarr
     live: dict[int, tuple[int, int, int, int]] = {}  # track -> its last box
     next_full, next_track = 0.0, 0
     for t, grey in frames:
-        if is_image:
-            seen = detector.observe(t, grey, is_still=True)
-            if seen is None or max(grey.shape[:2]) <= TIGHT_CROP_MAX_SIDE:
-                return [seen] if seen else []
+        if is_image and max(grey.shape[:2]) <= TIGHT_CROP_MAX_SIDE:
+            return [detector.observe(t, grey, is_still=True)]  # taken whole; other photos are searched below
         if t + 1e-6 >= next_full:
             next_full = t + detect_every
             found: dict[int, tuple[int, int, int, int]] = {}
