@@ -103,17 +103,33 @@ class FaceEncoder(nn.Module):
         c = cfg.face_channels
         self.cnn = nn.Sequential(_conv_block(1, c), _conv_block(c, 2 * c), _conv_block(2 * c, 4 * c))
         self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(4 * c, cfg.embed_dim))
+        self.fast = False  # see for_inference
 
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """(n, 48, 48) uint8 or float crops to (n, embed_dim)."""
         x = crops.float().unsqueeze(1) / 127.5 - 1.0
+        if self.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.proj(self.cnn(x).mean((2, 3)))
 
     def forward(self, crops: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, n = crops.shape[:2]
-        emb = self.embed_crops(crops.reshape(b * n, *crops.shape[2:])).reshape(b, n, -1)
+        """The mean embedding of each row's crops where `mask` is set."""
+        if self.training:  # every slot, as the model was trained: BatchNorm's batch statistics include the padding
+            b, n = crops.shape[:2]
+            emb = self.embed_crops(crops.reshape(b * n, *crops.shape[2:])).reshape(b, n, -1)
+        else:  # only the crops that are there go through the CNN
+            emb = torch.zeros(*mask.shape, self.proj[-1].out_features)
+            if mask.any():
+                emb[mask] = self.embed_crops(crops[mask])
         weights = mask.float().unsqueeze(-1)
         return (emb * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def for_inference(self) -> FaceEncoder:
+        """Convolutions in channels-last layout: ~30% faster on CPU. Inference only (safetensors
+        saves contiguous tensors alone, so a model in training keeps the default layout)."""
+        self.cnn.to(memory_format=torch.channels_last)
+        self.fast = True
+        return self
 
 
 class AvemoNet(nn.Module):

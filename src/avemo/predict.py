@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -21,19 +20,24 @@ import torch
 
 from .audio import MelSettings, log_mel
 from .errors import AvemoError
-from .faces import FaceDetector, FaceObservation, main_track, observe_faces
-from .media import SAMPLE_RATE, iter_frames, load_audio, probe
+from .faces import FaceDetector, FaceObservation, FaceTracker, main_track
+from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .model import AvemoNet, load_net
-from .segments import Segment, fixed_windows, plan_segments, speech_regions, speech_span
+from .segments import GivenPlanner, Segment, SpeechPlanner, SpeechSoFar, SpeechTracker, VoiceActivity, WindowPlanner, speech_span
 
 log = logging.getLogger("avemo")
 
 MODALITIES = ("audio", "face")
-#: A file whose audio RMS is below this (-80 dBFS) is silent: the VAD is skipped and errors say "silent".
-#: Low on purpose: quiet but real speech (RAVDESS at normal intensity) is for the VAD to judge.
+#: Sound whose RMS is below this (-80 dBFS) is silent: the VAD skips such a block, and a file this
+#: quiet throughout has "silent audio". Low on purpose: quiet but real speech (RAVDESS at normal
+#: intensity) is for the VAD to judge.
 SILENCE_RMS = 1e-4
 #: Voice segments shorter than this carry too little prosody to judge.
 MIN_VOICE_S = 0.3
+#: Sound is read, heard and let go in blocks of this many samples (5 s): the step of the pipeline.
+SOUND_BLOCK = 5 * SAMPLE_RATE
+#: Segments judged in one batched pass.
+INFER_BATCH = 8
 
 
 @dataclass
@@ -65,16 +69,18 @@ class SegmentInputs:
     box: tuple[int, int, int, int] | None = None  # the judged face's median box, in the sampled frames
 
 
-def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: list[FaceObservation],
-                   speech: list[tuple[float, float]], mel: MelSettings, max_faces: int, is_image: bool = False
-                   ) -> SegmentInputs:
+def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence[FaceObservation],
+                   speech: Sequence[tuple[float, float]], mel: MelSettings, max_faces: int, is_image: bool = False,
+                   wave_start: float = 0.0) -> SegmentInputs:
     """Log-Mel of the speech span inside the segment (if the VAD heard enough speech there)
     and up to `max_faces` crops of its main face (`faces.main_track`) spread evenly over
-    it. Shared by prediction and training on clips, so both see the same inputs."""
+    it. `wave` may be the part of a file's sound from `wave_start` seconds on. Shared by
+    prediction and training on clips, so both see the same inputs."""
     item = SegmentInputs(seg)
     span = speech_span(seg.start, seg.end, speech, MIN_VOICE_S) if wave is not None else None
     if span is not None:
-        item.mel = log_mel(wave[int(span[0] * SAMPLE_RATE): int(span[1] * SAMPLE_RATE)], mel)
+        first = round(wave_start * SAMPLE_RATE)
+        item.mel = log_mel(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first], mel)
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
     if inside:
         main = main_track(inside)
@@ -102,6 +108,7 @@ class Model:
 
     def __init__(self, net: AvemoNet, meta: dict) -> None:
         self.net = net.eval()
+        self.net.face.for_inference()
         self.meta = meta
         self.cfg = net.cfg
         self.mel = MelSettings(**self.cfg.mel)
@@ -136,8 +143,9 @@ class Model:
         modalities = _check_modalities(modalities)
         if isinstance(source, np.ndarray):
             wave = _resample(source, sampling_rate)
-            results = self._analyse(wave, _speech(wave), None, len(wave) / SAMPLE_RATE, False, False, segments, every,
-                                    modalities, "signal")
+            sound = (wave[i:i + SOUND_BLOCK] for i in range(0, len(wave), SOUND_BLOCK))
+            results = list(self._run("signal", _heard(sound), None, _planner(segments, every, False, False), False,
+                                     modalities, len(wave) / SAMPLE_RATE))
             return to_frame({"signal": results}) if as_frame else results
         if isinstance(source, (str, Path)):
             results = self.predict_file(source, segments=segments, every=every, modalities=modalities)
@@ -159,77 +167,104 @@ class Model:
     def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
                      modalities: Iterable[str] = MODALITIES) -> list[SegmentResult]:
         """Results for one media file; AvemoError when nothing in it can be analysed."""
+        return list(self.stream(path, segments=segments, every=every, modalities=modalities))
+
+    def stream(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
+               modalities: Iterable[str] = MODALITIES) -> Iterator[SegmentResult]:
+        """One media file's results, each as soon as its segment is analysed: a long video is
+        read in bounded pieces, its first results come while the rest decodes, and memory
+        stays the same however long it is. AvemoError when nothing in it can be analysed
+        (raised once the file has been read)."""
         modalities = _check_modalities(modalities)
         info = probe(path)
         if "audio" in modalities and not info.has_audio and not info.is_image:
             log.warning("%s: no audio track; judging by the face alone", path)
         see = (info.has_video or info.is_image) and "face" in modalities
-        seen_until, box_scale = 0.0, 1.0  # box_scale: source pixels per pixel of the sampled frames
-
-        def frames() -> Iterator[tuple[float, np.ndarray]]:
-            nonlocal seen_until, box_scale
-            for t, grey in iter_frames(path, self.cfg.frame_rate):
-                seen_until = t + 1 / self.cfg.frame_rate
-                box_scale = info.width / grey.shape[1]
-                yield t, grey
-
-        # the sound (decoding, VAD) is worked out on a second thread while the frames are read
-        with ThreadPoolExecutor(1) as pool:
-            hearing = pool.submit(_listen, path) if info.has_audio and "audio" in modalities else None
-            observations = observe_faces(self.detector, frames(), info.is_image) if see else []
-            wave, speech = hearing.result() if hearing else (None, [])
-        decoded_until = max(seen_until, len(wave) / SAMPLE_RATE if wave is not None else 0.0)
-        if (wave is not None or see) and decoded_until == 0.0:
-            raise AvemoError(f"{path}: nothing in it decodes: damaged, or cut off near its start")
-        # a cut-off file ends where its streams stopped decoding, not where its header says
-        duration = min(info.duration, decoded_until) if info.duration else decoded_until
-        results = self._analyse(wave, speech, observations, duration, see, info.is_image, segments, every, modalities,
-                                str(path))
-        for r in results:
-            if r.face_box:
-                r.face_box = [round(v * box_scale) for v in r.face_box]
-        return results
+        steady_heap()
+        # three threads: the sound (decoding, VAD), the frames (decoding), and the faces and the model here
+        sound = read_ahead(_heard(iter_audio(path, block_s=SOUND_BLOCK / SAMPLE_RATE)), 4) \
+            if info.has_audio and "audio" in modalities else None
+        frames = read_ahead(iter_frames(path, self.cfg.frame_rate), 64) if see else None
+        yield from self._run(str(path), sound, frames, _planner(segments, every, see, info.is_image), info.is_image,
+                             modalities, info.duration, info.width)
 
     # ------------------------------------------------------------ stages
 
-    def _analyse(self, wave: np.ndarray | None, speech: list[tuple[float, float]],
-                 observations: list[FaceObservation] | None, duration: float, has_video: bool, is_image: bool,
-                 segments: list[Segment] | None, every: float | None, modalities: tuple[str, ...], name: str
-                 ) -> list[SegmentResult]:
-        has_voice = wave is not None and _voiced(wave)
-        if is_image:
-            plan = [Segment(0.0, 0.0, False)]
-        elif segments is not None:
-            plan = segments
-        elif every is not None:
-            plan = fixed_windows(duration, every, speech)
-        else:
-            plan = plan_segments(duration, speech, with_video=has_video)
-        pending = []
-        for seg in plan:
-            item = segment_inputs(seg, wave, observations or [], speech, self.mel, self.cfg.max_faces, is_image)
-            if item.mel is not None or item.crops:
-                pending.append(item)
-        if not pending:
-            raise AvemoError(f"{name}: {_nothing_found(wave is not None, has_voice, has_video or is_image, modalities)}")
-        if observations is not None and (has_video or is_image) and not observations:
+    def _run(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray]] | None,
+             frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
+             modalities: tuple[str, ...], declared: float, width: int = 0) -> Iterator[SegmentResult]:
+        """The pipeline over a file's sound (blocks, with their VAD probabilities) and its
+        frames, a block at a time: the segments each step settles are analysed and given
+        out, and what no later segment needs (sound, faces) is let go. `width`: the
+        picture's, to give face boxes in its pixels."""
+        hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image), _Held()
+        known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
+        heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
+        has_picture, pending, later = frames is not None, [], []
+        while known is None or frames is not None:
+            if known is None:  # the sound goes on: one more block of it
+                block = next(sound, None)
+                if block is None:
+                    known = SpeechSoFar(tuple(hearing.finish(heard / SAMPLE_RATE)), None, float("inf"))
+                else:
+                    held.add_sound(block[0])
+                    hearing.add(block[1])
+                    heard += len(block[0])
+                    energy += float(np.square(block[0], dtype=np.float64).sum())
+            until = heard / SAMPLE_RATE if known is None else seen_until + SOUND_BLOCK / SAMPLE_RATE
+            while frames is not None and seen_until < until:  # the frames up to where the sound has got
+                frame = next(frames, None)
+                if frame is None:
+                    frames = None
+                    break
+                t, grey = frame
+                seen_until, frame_width = t + 1 / self.cfg.frame_rate, grey.shape[1]
+                found = faces.step(t, grey)
+                any_face |= bool(found)
+                held.observations += found
+            if known is None or frames is not None:
+                speech = _clip(known or hearing.so_far(), seen_until if frames is not None else float("inf"))
+                pending += held.inputs(planner.advance(speech), speech, self, is_image)
+                held.let_go(planner.keep_from)
+                while len(pending) >= INFER_BATCH:
+                    yield from self._judge(pending[:INFER_BATCH], later, width / max(frame_width, 1))
+                    pending = pending[INFER_BATCH:]
+        decoded_until = max(seen_until, heard / SAMPLE_RATE)
+        if decoded_until == 0.0:
+            raise AvemoError(f"{name}: nothing in it decodes: damaged, or cut off near its start")
+        # a cut-off file ends where its streams stopped decoding, not where its header says
+        duration = min(declared, decoded_until) if declared else decoded_until
+        pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image)
+        if not held.judged:
+            voiced = heard >= MIN_VOICE_S * SAMPLE_RATE and energy / max(heard, 1) >= SILENCE_RMS ** 2
+            raise AvemoError(f"{name}: {_nothing_found(sound is not None, voiced, has_picture, modalities)}")
+        if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
-        return self._infer(pending)
+        yield from self._judge(pending, later, width / max(frame_width, 1))
+        if self.net.context is not None:
+            items, fused = zip(*later)
+            emo, sent = (logits[0] for logits in self.net.context(torch.cat(fused)[None], torch.tensor([len(items)])))
+            yield from self._results(list(items), emo, sent, width / max(frame_width, 1))
 
     @torch.no_grad()
-    def _infer(self, pending: list[SegmentInputs], batch: int = 8) -> list[SegmentResult]:
-        """One batched pass per `batch` segments; the context stage, if the model has one,
-        then reads all of the file's segments in order. Eight segments of 16 face crops
-        keep the face CNN's activations near 100 MB (32 took 0.4 GB more, for no speed)."""
-        fused = torch.cat([self.net.embed(**_batch_inputs(pending[i:i + batch], self.cfg.crop_size, self.cfg.max_faces))
-                           for i in range(0, len(pending), batch)])
+    def _judge(self, chunk: list[SegmentInputs], later: list, box_scale: float) -> list[SegmentResult]:
+        """Results for a chunk of segments in one batched pass; with a context stage, their
+        fused vectors wait in `later` for the file's whole sequence. Chunks of eight segments
+        of 16 face crops keep the face CNN's activations near 100 MB (32 took 0.4 GB more, for
+        no speed)."""
+        if not chunk:
+            return []
+        fused = self.net.embed(**_batch_inputs(chunk, self.cfg.crop_size, self.cfg.max_faces))
         if self.net.context is not None:
-            emo, sent = (logits[0] for logits in self.net.context(fused[None], torch.tensor([len(fused)])))
-        else:
-            emo, sent = self.net.heads(fused)
+            for item, vector in zip(chunk, fused):
+                later.append((_judged(item), vector[None]))
+            return []
+        return self._results(chunk, *self.net.heads(fused), box_scale)
+
+    def _results(self, items: list[SegmentInputs], emo: torch.Tensor, sent: torch.Tensor, box_scale: float
+                 ) -> list[SegmentResult]:
         results = []
-        for item, e, s in zip(pending, emo.softmax(-1).tolist(), sent.softmax(-1).tolist()):
-            used = [m for m, ok in (("audio", item.mel is not None), ("face", bool(item.crops))) if ok]
+        for item, e, s in zip(items, emo.softmax(-1).tolist(), sent.softmax(-1).tolist()):
             results.append(SegmentResult(
                 start=round(item.segment.start, 3),
                 end=round(item.segment.end, 3),
@@ -237,11 +272,78 @@ class Model:
                 emotion_probs={k: round(v, 4) for k, v in zip(self.cfg.emotions, e)},
                 sentiment=self.cfg.sentiments[int(np.argmax(s))],
                 sentiment_probs={k: round(v, 4) for k, v in zip(self.cfg.sentiments, s)},
-                modalities=used,
+                modalities=[m for m, ok in (("audio", item.mel is not None), ("face", bool(item.crops))) if ok],
                 faces=item.faces,
-                face_box=list(item.box) if item.box and item.crops else None,
+                face_box=[round(v * box_scale) for v in item.box] if item.box and item.crops else None,
             ))
         return results
+
+
+Planner = SpeechPlanner | WindowPlanner | GivenPlanner
+
+
+def _planner(segments: list[Segment] | None, every: float | None, with_video: bool, is_image: bool) -> Planner:
+    """How the file is cut: one still, the user's segments, fixed windows, or its speech."""
+    if is_image:
+        return GivenPlanner([Segment(0.0, 0.0, False)])
+    if segments is not None:
+        return GivenPlanner(segments)
+    if every is not None:
+        return WindowPlanner(every)
+    return SpeechPlanner(with_video)
+
+
+def _heard(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of sound with the VAD's speech probabilities (a silent block is not run through it)."""
+    vad = VoiceActivity(quiet_rms=SILENCE_RMS)
+    for block in blocks:
+        yield block, vad.feed(block)
+
+
+def _clip(speech: SpeechSoFar, frames_until: float) -> SpeechSoFar:
+    """What is known of the speech, up to where frames have been seen too."""
+    if frames_until >= speech.known_until:
+        return speech
+    still = (speech.open[0], min(speech.open[1], frames_until)) if speech.open and speech.open[0] < frames_until else None
+    return SpeechSoFar(speech.final, still, frames_until)
+
+
+def _judged(item: SegmentInputs) -> SegmentInputs:
+    """What the results need of a segment's inputs (which modalities, its face) once it has been through the network."""
+    return replace(item, mel=None if item.mel is None else item.mel[:0], crops=item.crops[:1])
+
+
+class _Held:
+    """What a file's later segments may still need: its sound from `sound_start` seconds on,
+    and the faces seen from then on."""
+
+    def __init__(self) -> None:
+        self.sound = np.zeros(0, np.float32)
+        self.sound_start = 0.0
+        self.observations: list[FaceObservation] = []
+        self.judged = 0  # segments with something to judge, so far
+
+    def add_sound(self, block: np.ndarray) -> None:
+        self.sound = np.concatenate([self.sound, block])
+
+    def inputs(self, segments: list[Segment], speech: SpeechSoFar, model: Model, is_image: bool) -> list[SegmentInputs]:
+        """The model's inputs for `segments`, those with anything to judge."""
+        regions = [*speech.final, *([speech.open] if speech.open else [])]
+        items = [segment_inputs(seg, self.sound, self.observations, regions, model.mel, model.cfg.max_faces, is_image,
+                                self.sound_start) for seg in segments]
+        items = [item for item in items if item.mel is not None or item.crops]
+        self.judged += len(items)
+        return items
+
+    def let_go(self, before: float) -> None:
+        """Drop what comes before `before` seconds (a file's sound is cut loose a minute at a time)."""
+        seconds = min(before - self.sound_start, len(self.sound) / SAMPLE_RATE)
+        if seconds >= 60.0:
+            cut = round(seconds * SAMPLE_RATE)
+            self.sound = self.sound[cut:].copy()
+            self.sound_start += cut / SAMPLE_RATE
+        if self.observations and self.observations[0].time < before:
+            self.observations = [o for o in self.observations if o.time >= before]
 
 
 def _batch_inputs(chunk: list[SegmentInputs], crop_size: int, max_faces: int) -> dict[str, torch.Tensor]:
@@ -291,25 +393,6 @@ def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
     if unknown or not chosen:
         raise AvemoError(f"modalities must be audio and/or face, not {','.join(chosen) or 'nothing'}")
     return chosen
-
-
-def _listen(path: str | Path) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """A file's sound and where its speech is."""
-    wave = load_audio(path)
-    return wave, _speech(wave)
-
-
-def _speech(wave: np.ndarray) -> list[tuple[float, float]]:
-    """Speech regions; none (and no VAD run) in sound too short or too quiet to hold a voice."""
-    return speech_regions(wave) if _voiced(wave) else []
-
-
-def _voiced(wave: np.ndarray) -> bool:
-    return len(wave) >= MIN_VOICE_S * SAMPLE_RATE and _rms(wave) >= SILENCE_RMS
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
 
 
 def _resample(signal: np.ndarray, rate: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -63,50 +64,133 @@ def _vad_session():
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+class VoiceActivity:
+    """silero-vad over a 16 kHz signal heard piece by piece: the model's state and context
+    carry from one piece to the next, so a file read in bounded pieces gets the same
+    probabilities as in one go. A piece this quiet (`quiet_rms`) is silence without asking
+    the model, which then starts afresh, as after any silence."""
+
+    def __init__(self, quiet_rms: float = 0.0) -> None:
+        self.quiet_rms = quiet_rms
+        self._session = _vad_session()
+        self._rest = np.zeros(0, dtype=np.float32)  # samples short of a whole chunk, kept for the next piece
+        self._reset()
+
+    def _reset(self) -> None:
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(VAD_CONTEXT, dtype=np.float32)
+
+    def feed(self, wave: np.ndarray) -> np.ndarray:
+        """Speech probabilities of the whole 32 ms chunks completed by `wave`."""
+        wave = np.concatenate([self._rest, wave.astype(np.float32, copy=False)])
+        n = len(wave) // VAD_CHUNK
+        self._rest = wave[n * VAD_CHUNK:]
+        probs = np.zeros(n, dtype=np.float32)
+        if n == 0 or (self.quiet_rms and np.sqrt(np.mean(np.square(wave[:n * VAD_CHUNK], dtype=np.float64))) < self.quiet_rms):
+            self._reset()
+            return probs
+        sr = np.array(16000, dtype=np.int64)
+        for i in range(n):
+            chunk = wave[i * VAD_CHUNK : (i + 1) * VAD_CHUNK]
+            out, self._state = self._session.run(None, {"input": np.concatenate([self._context, chunk])[None, :],
+                                                        "state": self._state, "sr": sr})
+            probs[i] = out[0, 0]
+            self._context = chunk[-VAD_CONTEXT:]
+        return probs
+
+
 def speech_probabilities(wave: np.ndarray) -> np.ndarray:
     """Silero's speech probability for each 32 ms chunk of a 16 kHz signal."""
-    session = _vad_session()
-    n = len(wave) // VAD_CHUNK
-    state = np.zeros((2, 1, 128), dtype=np.float32)
-    context = np.zeros(VAD_CONTEXT, dtype=np.float32)
-    sr = np.array(16000, dtype=np.int64)
-    probs = np.empty(n, dtype=np.float32)
-    for i in range(n):
-        chunk = wave[i * VAD_CHUNK : (i + 1) * VAD_CHUNK].astype(np.float32, copy=False)
-        x = np.concatenate([context, chunk])[None, :]
-        out, state = session.run(None, {"input": x, "state": state, "sr": sr})
-        probs[i] = out[0, 0]
-        context = chunk[-VAD_CONTEXT:]
-    return probs
+    return VoiceActivity().feed(wave)
+
+
+@dataclass(frozen=True)
+class SpeechSoFar:
+    """What is known of a signal's speech after hearing part of it.
+
+    `final`: regions (start, end), padded, that no later sound can change. `open`: the
+    region still going on, from its start to the last speech heard, once it is long enough
+    to be sure of; None otherwise. Speech before `known_until` is all in these two: later
+    sound can only add regions (or extend `open`) after it.
+    """
+
+    final: tuple[tuple[float, float], ...]
+    open: tuple[float, float] | None
+    known_until: float
+
+
+class SpeechTracker:
+    """Speech regions of a signal heard piece by piece (`feed`), with hysteresis so that a
+    region doesn't flicker, pauses shorter than `merge_gap_s` bridged, regions shorter
+    than `min_speech_s` dropped and `pad_s` kept around each: what `speech_regions` gives
+    for a whole signal, known region by region as the signal goes on (`so_far`)."""
+
+    def __init__(self, settings: SegmentationSettings = SegmentationSettings()) -> None:
+        self.s = settings
+        self.vad = VoiceActivity()
+        self._merged: list[list[float]] = []  # raw regions, merged across short pauses
+        self._on = False
+        self._chunks = 0  # 32 ms chunks heard
+        self._final: list[tuple[float, float]] = []
+        self._closed = 0  # how many of _merged are settled into _final
+
+    @property
+    def heard(self) -> float:
+        return self._chunks * VAD_HOP_S
+
+    def feed(self, wave: np.ndarray) -> None:
+        """Hear the next piece of the signal."""
+        self.add(self.vad.feed(wave))
+
+    def add(self, probs: np.ndarray) -> None:
+        """Take the VAD's probabilities for the next chunks (worked out elsewhere, e.g. on another thread)."""
+        for p in probs:
+            t = self._chunks * VAD_HOP_S
+            self._chunks += 1
+            if not self._on and p >= self.s.threshold:
+                self._on = True
+                if self._merged and t - self._merged[-1][1] < self.s.merge_gap_s and len(self._merged) > self._closed:
+                    self._merged[-1][1] = t + VAD_HOP_S
+                else:
+                    self._merged.append([t, t + VAD_HOP_S])
+            elif self._on:
+                if p >= self.s.threshold - 0.15:
+                    self._merged[-1][1] = t + VAD_HOP_S
+                else:
+                    self._on = False
+        # a region is settled once a pause too long to bridge follows it
+        while self._closed < len(self._merged) and not (self._closed == len(self._merged) - 1 and self._on) \
+                and self.heard - self._merged[self._closed][1] >= self.s.merge_gap_s:
+            self._settle(self._merged[self._closed], self.heard)
+            self._closed += 1
+
+    def _settle(self, region: list[float], total: float) -> None:
+        start, end = region
+        if end - start >= self.s.min_speech_s:
+            self._final.append((max(0.0, start - self.s.pad_s), min(total, end + self.s.pad_s)))
+
+    def so_far(self) -> SpeechSoFar:
+        pending = self._merged[self._closed:]
+        if not pending:
+            return SpeechSoFar(tuple(self._final), None, max(0.0, self.heard - self.s.pad_s))
+        start, end = pending[0]
+        if len(pending) == 1 and end - start >= self.s.min_speech_s:
+            return SpeechSoFar(tuple(self._final), (max(0.0, start - self.s.pad_s), end), end)
+        return SpeechSoFar(tuple(self._final), None, max(0.0, start - self.s.pad_s))
+
+    def finish(self, total: float) -> list[tuple[float, float]]:
+        """All regions, the last ones settled at the signal's end (`total` seconds)."""
+        for region in self._merged[self._closed:]:
+            self._settle(region, total)
+        self._closed = len(self._merged)
+        return list(self._final)
 
 
 def speech_regions(wave: np.ndarray, settings: SegmentationSettings = SegmentationSettings()) -> list[tuple[float, float]]:
-    """(start, end) seconds of speech, with hysteresis so a region doesn't flicker."""
-    probs = speech_probabilities(wave)
-    regions: list[list[float]] = []
-    on = False
-    for i, p in enumerate(probs):
-        t = i * VAD_HOP_S
-        if not on and p >= settings.threshold:
-            on = True
-            regions.append([t, t + VAD_HOP_S])
-        elif on:
-            if p >= settings.threshold - 0.15:
-                regions[-1][1] = t + VAD_HOP_S
-            else:
-                on = False
-    merged: list[list[float]] = []
-    for start, end in regions:
-        if merged and start - merged[-1][1] < settings.merge_gap_s:
-            merged[-1][1] = end
-        else:
-            merged.append([start, end])
-    total = len(wave) / 16000
-    return [
-        (max(0.0, s - settings.pad_s), min(total, e + settings.pad_s))
-        for s, e in merged
-        if e - s >= settings.min_speech_s
-    ]
+    """(start, end) seconds of speech in a whole 16 kHz signal."""
+    tracker = SpeechTracker(settings)
+    tracker.feed(wave)
+    return tracker.finish(len(wave) / 16000)
 
 
 def speech_span(start: float, end: float, speech: list[tuple[float, float]], min_speech: float) -> tuple[float, float] | None:
@@ -130,36 +214,136 @@ def split_long(start: float, end: float, max_len: float, speech: bool) -> list[S
     return [Segment(round(start + i * step, 3), round(start + (i + 1) * step, 3), speech) for i in range(pieces)]
 
 
-def plan_segments(
-    duration: float,
-    speech: list[tuple[float, float]],
-    with_video: bool,
-    settings: SegmentationSettings = SegmentationSettings(),
-) -> list[Segment]:
-    """Turn speech regions into the segments to analyse, filling silent gaps of a video."""
-    if speech and duration <= settings.single_clip_s:
-        return [Segment(0.0, round(duration, 3), True)]
-    segments: list[Segment] = []
-    cursor = 0.0
-    for start, end in speech:
-        if with_video and start - cursor >= settings.min_window_s:
-            segments += split_long(cursor, start, settings.window_s, False)
-        segments += split_long(start, end, settings.max_segment_s, True)
-        cursor = end
-    if with_video and duration - cursor >= min(settings.min_window_s, duration):
-        segments += split_long(cursor, duration, settings.window_s, False)
-    return segments
+class SpeechPlanner:
+    """Speech regions become segments as they are settled, so a long file is cut (and
+    analysed) while the rest of it is still being read.
+
+    Regions longer than `max_segment_s` are split evenly; in a video, silent gaps get
+    face-only windows of `window_s`. A file of at most `single_clip_s` with speech is one
+    segment (a MELD utterance): nothing is cut before that much has been heard. Where a
+    gap or a region goes on and on, windows are cut from its start while it lasts, and
+    only the last stretch (under twice the window) is split evenly.
+    """
+
+    def __init__(self, with_video: bool, settings: SegmentationSettings = SegmentationSettings()) -> None:
+        self.with_video = with_video
+        self.s = settings
+        self.keep_from = 0.0  # no later segment starts before this
+        self._used = 0  # settled regions already cut
+
+    def advance(self, speech: SpeechSoFar) -> list[Segment]:
+        """The segments that what is known now settles."""
+        if speech.known_until <= self.s.single_clip_s:
+            return []
+        out = self._settled(speech.final)
+        if speech.open and speech.open[1] - speech.open[0] >= 2 * self.s.max_segment_s:
+            out += self._gap(speech.open[0])
+            out += self._cut(speech.open[1], self.s.max_segment_s, True)
+        elif self.with_video:
+            out += self._cut(speech.open[0] if speech.open else speech.known_until, self.s.window_s, False)
+        else:  # no windows in the silence of a sound file: nothing before the next speech is needed
+            self.keep_from = max(self.keep_from, speech.open[0] if speech.open else speech.known_until)
+        return out
+
+    def finish(self, speech: list[tuple[float, float]], duration: float) -> list[Segment]:
+        """The rest of the segments, once the file has ended at `duration` with these regions."""
+        if speech and duration <= self.s.single_clip_s:
+            return [Segment(0.0, round(duration, 3), True)]
+        out = self._settled(speech)
+        if self.with_video and duration - self.keep_from >= min(self.s.min_window_s, duration):
+            out += split_long(self.keep_from, duration, self.s.window_s, False)
+        return out
+
+    def _settled(self, regions: Sequence[tuple[float, float]]) -> list[Segment]:
+        out: list[Segment] = []
+        for start, end in regions[self._used:]:
+            out += self._gap(start)
+            out += split_long(max(start, self.keep_from), end, self.s.max_segment_s, True)
+            self.keep_from = max(self.keep_from, end)
+        self._used = len(regions)
+        return out
+
+    def _gap(self, until: float) -> list[Segment]:
+        """Face-only windows (in a video) over the silence from `keep_from` to `until`, where speech starts."""
+        out = []
+        if self.with_video and until - self.keep_from >= self.s.min_window_s:
+            out = split_long(self.keep_from, until, self.s.window_s, False)
+        self.keep_from = max(self.keep_from, until)
+        return out
+
+    def _cut(self, known: float, length: float, speech: bool) -> list[Segment]:
+        """Windows of `length` from `keep_from` while more than twice that is known to go on as it is."""
+        out = []
+        while known - self.keep_from >= 2 * length:
+            out.append(Segment(round(self.keep_from, 3), round(self.keep_from + length, 3), speech))
+            self.keep_from = out[-1].end
+        return out
+
+
+class WindowPlanner:
+    """Back-to-back windows of `every` seconds (the last may be shorter), each marked as
+    speech where the VAD heard some in it: a curve of emotion over a film, rather than one
+    answer per utterance. A window is cut once the speech in it is known."""
+
+    def __init__(self, every: float) -> None:
+        if every <= 0:
+            raise AvemoError(f"--every must be a positive number of seconds, not {every:g}")
+        self.every = every
+        self._next = 0  # index of the next window
+
+    @property
+    def keep_from(self) -> float:
+        return self._next * self.every
+
+    def advance(self, speech: SpeechSoFar) -> list[Segment]:
+        return self._windows(speech.known_until, [*speech.final, *([speech.open] if speech.open else [])], False)
+
+    def finish(self, speech: list[tuple[float, float]], duration: float) -> list[Segment]:
+        return self._windows(duration, speech, True)
+
+    def _windows(self, until: float, regions: Sequence[tuple[float, float]], to_the_end: bool) -> list[Segment]:
+        """Windows up to `until`; the last one cut short there only `to_the_end` of the file."""
+        out = []
+        while self.keep_from < until - 1e-3:
+            a, b = self.keep_from, (self._next + 1) * self.every
+            if b > until:
+                if not to_the_end:
+                    break
+                b = until
+            out.append(Segment(round(a, 3), round(b, 3), any(s < b and e > a for s, e in regions)))
+            self._next += 1
+        return out
+
+
+class GivenPlanner:
+    """The user's own segments, in their order, each once the speech in it is known."""
+
+    def __init__(self, segments: Sequence[Segment]) -> None:
+        self._todo = list(segments)
+
+    @property
+    def keep_from(self) -> float:
+        return min((s.start for s in self._todo), default=float("inf"))
+
+    def advance(self, speech: SpeechSoFar) -> list[Segment]:
+        n = next((i for i, s in enumerate(self._todo) if s.end > speech.known_until), len(self._todo))
+        out, self._todo = self._todo[:n], self._todo[n:]
+        return out
+
+    def finish(self, speech: list[tuple[float, float]], duration: float) -> list[Segment]:
+        out, self._todo = self._todo, []
+        return out
+
+
+def plan_segments(duration: float, speech: list[tuple[float, float]], with_video: bool,
+                  settings: SegmentationSettings = SegmentationSettings()) -> list[Segment]:
+    """The segments of a whole file: its speech regions, cut as `SpeechPlanner` cuts them."""
+    return SpeechPlanner(with_video, settings).finish(speech, duration)
 
 
 def fixed_windows(duration: float, every: float, speech: list[tuple[float, float]]) -> list[Segment]:
-    """Back-to-back windows of `every` seconds over [0, duration) (the last may be shorter),
-    each marked as speech where the VAD heard some in it: a curve of emotion over a film,
-    rather than one answer per utterance."""
-    if every <= 0:
-        raise AvemoError(f"--every must be a positive number of seconds, not {every:g}")
-    edges = [float(t) for t in np.arange(0.0, duration, every)] + [duration]
-    return [Segment(round(a, 3), round(b, 3), any(s < b and e > a for s, e in speech))
-            for a, b in zip(edges[:-1], edges[1:]) if b - a > 1e-3]
+    """A whole file's windows of `every` seconds (see `WindowPlanner`)."""
+    return WindowPlanner(every).finish(speech, duration)
 
 
 _SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{1,3})\s*-->\s*(\d+):(\d\d):(\d\d)[,.](\d{1,3})")
