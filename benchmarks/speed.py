@@ -22,36 +22,10 @@ from pathlib import Path
 
 import av
 
+from avemo.composite import looped
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "data" / "media" / "WolfgangLanger_Pexels.mp4"
-
-
-def looped(src: Path, minutes: float, out: Path) -> Path:
-    """`src` repeated (packets copied, timestamps shifted: no re-encoding) to last `minutes`,
-    as `ffmpeg -stream_loop N -c copy` would; written once and reused."""
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.mp4")
-    with av.open(str(src)) as inp, av.open(str(tmp), "w") as dst:
-        keep = [s for s in inp.streams if s.type in ("video", "audio")]
-        outs = {s.index: dst.add_stream_from_template(s) for s in keep}
-        span = {s.index: 0 for s in keep}
-        times = max(1, round(minutes * 60 / float(inp.duration / av.time_base)))
-        for k in range(times):
-            inp.seek(0)
-            for packet in inp.demux(*keep):
-                if packet.dts is None:
-                    continue
-                i = packet.stream.index
-                if k == 0:
-                    span[i] = max(span[i], packet.pts + (packet.duration or 0))
-                packet.pts += k * span[i]
-                packet.dts += k * span[i]
-                packet.stream = outs[i]
-                dst.mux(packet)
-    tmp.replace(out)
-    return out
 
 
 def decode_only(path: Path) -> float:

@@ -36,16 +36,19 @@ def test_every_gives_fixed_windows_and_excludes_segments(clips, tmp_path, capsys
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
 def test_an_interrupted_batch_resumes_where_it_stopped(clips, tmp_path, capsys, suffix):
-    files = [str(clips["talking_face"]), str(MEDIA / "single_face.jpg"), str(clips["speech_flac"])]
+    files = [str(MEDIA / "single_face.jpg"), str(clips["speech_flac"]), str(clips["two_utterances"])]
     out = tmp_path / f"r.{suffix}"
     assert main(["-q", "predict", *files, "--out", str(out)]) == 0
     whole = out.read_text()
-    # as if killed while writing the last file's rows: cut off in the middle of its last line
-    last = whole.rindex("\n", 0, len(whole) - 1) + 1
-    out.write_text(whole[: last + (len(whole) - last) // 2])
-    assert main(["predict", *files, "--out", str(out), "--resume"]) == 0
-    assert "resuming: 2 files already in" in capsys.readouterr().err
-    assert out.read_text() == whole
+    lines = whole.splitlines(keepends=True)
+    assert sum(files[2] in line for line in lines) >= 3  # the last file's rows are written one by one
+    # as if killed while writing the last file's rows: cut off after its first row, then inside its second
+    first_row = next(i for i, line in enumerate(lines) if files[2] in line)
+    for cut in ("".join(lines[:first_row + 1]), "".join(lines[:first_row + 1]) + lines[first_row + 1][:25]):
+        out.write_text(cut)
+        assert main(["predict", *files, "--out", str(out), "--resume"]) == 0
+        assert "resuming: 2 files already in" in capsys.readouterr().err
+        assert out.read_text() == whole
     assert main(["predict", files[0], "--resume"]) == 1  # nothing to resume into
     assert "--resume goes on with an --out file" in capsys.readouterr().err
 

@@ -72,3 +72,14 @@ def test_faces_are_followed_as_tracks_and_the_largest_is_judged(tmp_path):
     judged = max(faces, key=lambda b: _overlap(tuple(r.face_box), b))
     assert r.faces >= 4 and _overlap(tuple(r.face_box), judged) > 0.6
     assert judged in faces[:2]  # the two largest differ by 7% in width: within the detector's jitter
+
+
+def test_a_face_that_leaves_ends_its_track_at_once():
+    from avemo.faces import FaceTracker
+
+    tracker = FaceTracker(FaceDetector())
+    seen = [(t, bool(tracker.step(t, g))) for t, g in iter_frames(MEDIA / "face_noface.mov", fps=5)]
+    gone = next(t for t, hit in seen if not hit)  # the face leaves at ~2.4 s
+    assert 2.0 <= gone <= 2.8
+    assert not any(hit for t, hit in seen if t >= gone)  # not followed into the empty room
+    assert all(hit for t, hit in seen if t < gone)

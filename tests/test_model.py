@@ -67,3 +67,19 @@ def test_copied_shipped_model_loads_by_path(tmp_path):
     import avemo
 
     assert avemo.load_model(tmp_path / "m").cfg.emotions[0] == "neutral"
+
+
+def test_face_embedding_reads_only_the_crops_that_are_there():
+    """Inference skips the padding slots (and runs channels-last); the answer is the mean
+    over the real crops, as when every slot went through the CNN."""
+    net, _ = load_net(default_model_dir())
+    net.eval()
+    crops = torch.randint(0, 255, (3, 16, 48, 48), dtype=torch.uint8)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[0, :5] = mask[2, :16] = True  # row 1: no face at all
+    with torch.no_grad():
+        every_slot = net.face.embed_crops(crops.reshape(48, 48, 48)).reshape(3, 16, -1)
+        expected = torch.stack([every_slot[i][mask[i]].mean(0) if mask[i].any() else torch.zeros(every_slot.shape[-1])
+                                for i in range(3)])
+        net.face.for_inference()
+        assert torch.allclose(net.face(crops, mask), expected, atol=1e-4)

@@ -169,3 +169,41 @@ def test_voice_input_is_the_speech_span_however_the_segment_is_drawn(model):
     auto = model.predict(HAPPY)[0]
     wider = model.predict(HAPPY, segments=[Segment(0.2, auto.end)])[0]
     assert wider.emotion_probs == auto.emotion_probs
+
+
+@pytest.fixture(scope="module")
+def long_clip(clips, tmp_path_factory):
+    """Two minutes of real video and speech: the two-utterance clip, looped."""
+    from avemo.composite import looped
+
+    return looped(clips["two_utterances"], 2.0, tmp_path_factory.mktemp("long") / "long.mp4")
+
+
+def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, monkeypatch):
+    import avemo.predict as predict
+    from avemo.media import probe
+
+    decoded, held = [0.0], {"sound_s": 0.0, "faces": 0}
+    frames, let_go = predict.iter_frames, predict._Held.let_go
+
+    def watched_frames(*args, **kwargs):
+        for t, grey in frames(*args, **kwargs):
+            decoded[0] = t
+            yield t, grey
+
+    def watched_let_go(self, before):
+        let_go(self, before)
+        held["sound_s"] = max(held["sound_s"], len(self.sound) / 16000)
+        held["faces"] = max(held["faces"], len(self.observations))
+
+    monkeypatch.setattr(predict, "iter_frames", watched_frames)
+    monkeypatch.setattr(predict._Held, "let_go", watched_let_go)
+    stream = model.stream(long_clip)
+    first = next(stream)
+    assert first.start == 0.0 and decoded[0] < 60.0  # the first answer came before half the video was read
+    results = [first, *stream]
+    assert results[-1].end == pytest.approx(probe(long_clip).duration, abs=0.2)
+    assert all(a.end <= b.start + 1e-3 for a, b in zip(results, results[1:]))
+    assert sum("audio" in r.modalities for r in results) == 18  # 2 utterances in each of the 9 loops
+    # what was held for later segments stayed a fraction of the file: sound and faces were let go
+    assert held["sound_s"] < 80.0 and held["faces"] < 80.0 * 5

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from avemo.errors import AvemoError
@@ -66,3 +67,31 @@ def test_speech_span_is_first_to_last_speech_inside_the_segment():
     assert speech_span(1.5, 3.2, speech, 0.3) == (1.5, 3.2)
     assert speech_span(4.4, 8.1, speech, 0.3) is None  # 0.2 s of speech is too little
     assert speech_span(5.0, 7.0, speech, 0.3) is None
+
+
+def test_speech_heard_piece_by_piece_settles_as_heard_whole(clips):
+    from avemo.segments import SpeechTracker
+
+    wave = load_audio(clips["two_utterances"])
+    tracker, settled = SpeechTracker(), []
+    for a, b in zip([0, 7_001, 40_000, 90_511, 150_000], [7_001, 40_000, 90_511, 150_000, len(wave)]):
+        tracker.feed(wave[a:b])
+        known = tracker.so_far()
+        assert list(known.final[:len(settled)]) == settled  # what was settled stays settled
+        settled = list(known.final)
+        if known.open:  # the region still going on is never claimed past what was heard
+            assert known.open[1] <= tracker.heard
+    assert tracker.finish(len(wave) / 16000) == speech_regions(wave)
+
+
+def test_long_silence_is_cut_while_it_goes_on_and_covered_without_gaps():
+    from avemo.segments import SpeechPlanner, SpeechSoFar
+
+    planner, segs = SpeechPlanner(with_video=True), []
+    for known in np.arange(5.0, 61.0, 5.0):  # 60 s of silent video, 5 s at a time
+        segs += planner.advance(SpeechSoFar((), None, float(known)))
+    assert len(segs) == 11 and segs[-1].end == 55.0  # cut while going on, twice a window behind what is known
+    segs += planner.finish([], 61.0)
+    assert segs[0].start == 0.0 and segs[-1].end == 61.0
+    assert all(a.end == b.start for a, b in zip(segs, segs[1:]))
+    assert all(not s.speech and 1.0 <= s.duration <= 5.0 for s in segs)

@@ -56,12 +56,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     from .predict import load_model
     from .segments import read_segments
-    from .writers import STREAMED, WRITERS, finished_files, write_csv
+    from .writers import RESUMABLE, STREAMED, WRITERS, finished_files, write_csv, write_table
 
     paths = expand_inputs(args.inputs)
     fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out and args.out.suffix.lower()
                           in {".json", ".jsonl", ".csv", ".srt"} else "table")
-    if args.resume and (fmt not in STREAMED or not args.out):
+    if args.resume and (fmt not in RESUMABLE or not args.out):
         raise AvemoError("--resume goes on with an --out file in csv or jsonl format")
     if args.segments and len(paths) != 1:
         raise AvemoError("--segments applies to one input file")
@@ -86,8 +86,8 @@ def _predict(args: argparse.Namespace) -> int:
     todo = [p for p in paths if str(p) not in done]
     results, failed = {}, 0
     with ExitStack() as stack:
-        # csv and jsonl are written file by file, as results come (an interrupted batch keeps
-        # what it finished; --resume goes on from there); other formats once, at the end
+        # table, csv and jsonl are written segment by segment, as results come (an interrupted
+        # batch keeps what it finished; --resume goes on from there); json and srt once, at the end
         sink = None
         if fmt in STREAMED:
             if args.out:
@@ -98,17 +98,21 @@ def _predict(args: argparse.Namespace) -> int:
                 write_csv({}, sink)
         show_bar = len(todo) > 1 and not args.quiet
         for path in tqdm(todo, disable=not show_bar, unit="file", file=sys.stderr):
+            found = []
             try:
-                found = model.predict_file(path, segments=segments, every=args.every, modalities=modalities)
+                for result in model.stream(path, segments=segments, every=args.every, modalities=modalities):
+                    if sink is not None:
+                        if fmt == "table" and not found:
+                            write_table({str(path): []}, sink)
+                        STREAMED[fmt]({str(path): [result]}, sink)
+                        sink.flush()
+                    found.append(result)
             except AvemoError as exc:
                 failed += 1
                 tqdm.write(f"avemo: error: {exc}", file=sys.stderr)
                 continue
             if sink is None:
                 results[str(path)] = found
-            else:
-                STREAMED[fmt]({str(path): found}, sink)
-                sink.flush()
     if results:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="analyse videos, audio files or photos")
     p.add_argument("inputs", nargs="+", help="media files, folders of them, or manifest CSVs (a 'path' column)")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv", "srt"],
-                   help="output format (default: from --out's suffix, else table); csv and jsonl are written file by file")
+                   help="output format (default: from --out's suffix, else table); table, csv and jsonl are written "
+                        "segment by segment, as results come")
     p.add_argument("--resume", action="store_true",
                    help="with --out in csv or jsonl: skip the files it already holds (an interrupted batch goes on)")
     p.add_argument("--out", type=Path, help="write results here instead of stdout")

@@ -1,15 +1,15 @@
-"""Output writers, one per format: table (for people), JSON, CSV, SRT (subtitles beside the video).
+"""Output writers, one per format: table (for people), JSON, JSON lines, CSV, SRT (subtitles beside the video).
 
 Each takes {file: [SegmentResult, ...]} and a text stream, so the CLI can write to
-stdout or a file alike. JSON is `{"file": ..., "segments": [...]}` for one file and a
-list of such objects for several.
+stdout or a file alike; table, CSV and JSON lines can be written a segment at a time.
+JSON is `{"file": ..., "segments": [...]}` for one file and a list of such objects for
+several.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -66,10 +66,12 @@ def write_srt(results: Results, out: TextIO) -> None:
             out.write(f"{n}\n{_srt_time(r.start)} --> {_srt_time(end)}\n{_label(r)}\n\n")
 
 
-def write_table(results: Results, out: TextIO) -> None:
+def write_table(results: Results, out: TextIO, header: bool = True) -> None:
+    """Each file's name and column heads (`header`), then a line per segment."""
     for f, rs in results.items():
-        out.write(f"{f}\n")
-        out.write(f"  {'start':>8} {'end':>8}  {'emotion':<16} {'sentiment':<16} {'modalities':<11} faces\n")
+        if header:
+            out.write(f"{f}\n")
+            out.write(f"  {'start':>8} {'end':>8}  {'emotion':<16} {'sentiment':<16} {'modalities':<11} faces\n")
         for r in rs:
             emo = f"{r.emotion} {r.emotion_probs[r.emotion]:.2f}"
             sent = f"{r.sentiment} {r.sentiment_probs[r.sentiment]:.2f}"
@@ -79,41 +81,31 @@ def write_table(results: Results, out: TextIO) -> None:
 WRITERS: dict[str, Callable[..., None]] = {
     "table": write_table, "json": write_json, "jsonl": write_jsonl, "csv": write_csv, "srt": write_srt,
 }
-#: Formats written file by file as results come (an interrupted batch can resume): their row writers.
+#: Formats written segment by segment as results come: their row writers. A long video's rows
+#: appear (and are flushed) while it is analysed.
 STREAMED: dict[str, Callable[[Results, TextIO], None]] = {
-    "csv": partial(write_csv, header=False), "jsonl": write_jsonl,
+    "csv": partial(write_csv, header=False), "jsonl": write_jsonl, "table": partial(write_table, header=False),
 }
-
-
-def _jsonl_file(cut: str, lines: list[str]) -> str:
-    """The file a cut-off JSONL line was about (its first key); the line before's if unreadable."""
-    match = re.match(r'\{"file": ("(?:[^"\\]|\\.)*")', cut)
-    if match:
-        return json.loads(match.group(1))
-    return json.loads(lines[-2])["file"] if len(lines) > 1 else ""
+#: Streamed formats an interrupted batch can resume from (`finished_files`).
+RESUMABLE = ("csv", "jsonl")
 
 
 def finished_files(path: Path, fmt: str) -> set[str]:
     """The files an earlier, perhaps interrupted, csv/jsonl output holds in full.
 
-    Each file's rows are written in one go, so only the last can be cut off: a last
-    line without its newline is taken as an unfinished file, whose rows are removed
-    (the file is rewritten atomically) so that resuming analyses it again.
+    Files are written one after another, segment by segment, so only the last file there
+    may be unfinished (cut off between its segments, or inside a line): a line cut off is
+    dropped, the rows of the last file left are removed (the output is rewritten
+    atomically), and that file is analysed again on resuming.
     """
     if not path.is_file() or path.stat().st_size == 0:
         return set()
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    if fmt == "csv":
-        head, rows = lines[:1], lines[1:]
-        files = [r["file"] for r in csv.DictReader(head + rows)]
-    else:
-        head, rows = [], lines
-        files = [json.loads(line)["file"] if line.endswith("\n") else _jsonl_file(line, lines) for line in rows]
-    if rows and not rows[-1].endswith("\n"):
-        keep = [r for r, f in zip(rows[:-1], files[:-1]) if f != files[-1]]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(head + keep), encoding="utf-8")
-        tmp.replace(path)
-        files = [f for f in files[:-1] if f != files[-1]]
-    return set(files)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    head = lines[:1] if fmt == "csv" else []
+    rows = [line for line in lines[len(head):] if line.endswith("\n")]
+    files = [r["file"] for r in csv.DictReader(head + rows)] if fmt == "csv" else [json.loads(r)["file"] for r in rows]
+    unfinished = files[-1] if files else None
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(head + [r for r, f in zip(rows, files) if f != unfinished]), encoding="utf-8")
+    tmp.replace(path)
+    return set(files) - {unfinished}
