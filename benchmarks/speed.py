@@ -1,20 +1,24 @@
 """Speed and memory of `avemo predict` against the physical floor: PyAV decoding the same file.
 
     python benchmarks/speed.py [FILE]            default: a 5-minute loop of WolfgangLanger_Pexels.mp4
-    python benchmarks/speed.py --minutes 60 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
+    python benchmarks/speed.py --minutes 60 --repeat 1 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
 
 Prints, for one file: the decode-only time (every video frame and the audio, converting
-nothing: what any tool that reads every frame must spend), avemo's time in a fresh
-process (model loaded and warmed up first), each the best of `--repeat` runs, the two ratios the project targets
-(avemo / decode-only, and real time / avemo), the peak resident memory of that
-process, and the per-stage split measured stage by stage in this process. Ratios,
-not seconds, are what carry from one machine to another.
+nothing: what any tool that reads every frame must spend) and avemo's time (model loaded
+and warmed up first), run as `--repeat` back-to-back pairs in a fresh process; the two
+ratios the project targets (avemo / decode-only, the median of the pairs', and real time
+/ avemo); the peak resident memory of that process; and the per-stage split, measured
+stage by stage in this process. Ratios, not seconds, are what carry from one machine to
+another.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -39,34 +43,37 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - start
 
 
-_CHILD = """
-import json, resource, sys, time
-import avemo
-model = avemo.load_model()
-model.predict(sys.argv[2])  # warm-up: VAD session, face cascade, torch kernels
-best = float("inf")
-for _ in range(int(sys.argv[3])):
-    start = time.perf_counter()
-    results = model.predict(sys.argv[1])
-    best = min(best, time.perf_counter() - start)
-print(json.dumps({"seconds": best, "segments": len(results),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+def paired_runs(path: Path, repeat: int) -> dict:
+    """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
+    (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
+    under the same load (shared machines are noisy); the segment count and peak memory."""
+    import avemo
+
+    model = avemo.load_model()
+    model.predict(SOURCE)  # warm-up: VAD session, face cascade, torch kernels
+    pairs = []
+    for _ in range(repeat):
+        floor = decode_only(path)
+        start = time.perf_counter()
+        results = model.predict(path)
+        pairs.append((floor, time.perf_counter() - start))
+    return {"pairs": pairs, "segments": len(results), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def avemo_run(path: Path, repeat: int) -> dict:
-    """avemo's best predict time of `repeat` runs, segment count and peak memory, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(SOURCE), str(repeat)], capture_output=True,
+    """`paired_runs` in a fresh process, so that its peak memory is avemo's alone."""
+    out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat)], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
 
 def stages(path: Path) -> dict[str, float]:
-    """Seconds per stage, each measured on its own in this process."""
+    """Seconds per stage, each measured on its own (one after another, no threads) in this process."""
     import avemo
     from avemo.faces import observe_faces
-    from avemo.media import iter_frames, load_audio
-    from avemo.segments import speech_regions
+    from avemo.media import iter_frames, load_audio, probe
+    from avemo.predict import INFER_BATCH, segment_inputs
+    from avemo.segments import plan_segments, speech_regions
 
     model = avemo.load_model()
     split = {}
@@ -74,15 +81,24 @@ def stages(path: Path) -> dict[str, float]:
     wave = load_audio(path)
     split["audio decode"] = time.perf_counter() - start
     start = time.perf_counter()
-    speech_regions(wave)
-    split["VAD (if not silent)"] = time.perf_counter() - start
+    speech = speech_regions(wave)
+    split["VAD"] = time.perf_counter() - start
     start = time.perf_counter()
     for _ in iter_frames(path, model.cfg.frame_rate):
         pass
     split["frames (decode + sample)"] = time.perf_counter() - start
     start = time.perf_counter()
-    observe_faces(model.detector, iter_frames(path, model.cfg.frame_rate))
-    split["faces (detect + follow)"] = time.perf_counter() - start - split["frames (decode + sample)"]
+    seen = observe_faces(model.detector, iter_frames(path, model.cfg.frame_rate))
+    split["faces (detect + follow + crop)"] = time.perf_counter() - start - split["frames (decode + sample)"]
+    start = time.perf_counter()
+    items = [segment_inputs(seg, wave, seen, speech, model.mel, model.cfg.max_faces)
+             for seg in plan_segments(probe(path).duration, speech, with_video=True)]
+    items = [item for item in items if item.mel is not None or item.crops]
+    split["features (log-Mel)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(0, len(items), INFER_BATCH):
+        model._judge(items[i:i + INFER_BATCH], [], 1.0)
+    split["model"] = time.perf_counter() - start
     return split
 
 
@@ -90,23 +106,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", type=Path)
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the default looped video")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of each, the best kept (shared machines are noisy; memory is the peak of all)")
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of runs (decode-only, avemo); the median ratio is kept")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage split (it decodes the file twice more)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = args.file or looped(SOURCE, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min.mp4")
+    if args.child:
+        print(json.dumps(paired_runs(path, args.repeat)))
+        return
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
-    floor = min(decode_only(path) for _ in range(args.repeat))
     run = avemo_run(path, args.repeat)
-    split = {} if args.no_stages else stages(path)
+    ratios = sorted(a / d for d, a in run["pairs"])
+    floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
     print(f"file: {path} ({duration:.1f} s, {run['segments']} segments)")
+    print(f"{args.repeat} pairs of runs, back to back; medians:")
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
-    print(f"avemo predict:                           {run['seconds']:.2f} s = {run['seconds'] / floor:.2f}x decode-only, "
-          f"{duration / run['seconds']:.1f}x faster than real time")
+    print(f"avemo predict:                           {seconds:.2f} s = {statistics.median(ratios):.2f}x decode-only "
+          f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}), {duration / seconds:.1f}x faster than real time")
     print(f"peak resident memory of the avemo process: {run['peak_mb']:.0f} MB")
-    if split:
-        print("stages, each timed alone: " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items()))
+    if not args.no_stages:
+        print(f"stages, each timed alone (avemo runs them side by side on {os.cpu_count()} cores):")
+        for name, secs in stages(path).items():
+            print(f"  {name:<32} {secs:6.2f} s")
 
 
 if __name__ == "__main__":

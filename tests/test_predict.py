@@ -207,3 +207,28 @@ def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, mo
     assert sum("audio" in r.modalities for r in results) == 18  # 2 utterances in each of the 9 loops
     # what was held for later segments stayed a fraction of the file: sound and faces were let go
     assert held["sound_s"] < 80.0 and held["faces"] < 80.0 * 5
+
+
+def test_of_two_faces_the_one_moving_its_mouth_while_someone_speaks_is_judged(model, tmp_path):
+    from avemo.composite import beside
+    from avemo.faces import FaceDetector, _overlap, mouth_motion, observe_faces
+    from avemo.media import iter_frames
+
+    # a real face video (left, smaller) beside a real still photo (right, the larger face), with a real voice
+    clip = beside(FACE_VIDEO, MEDIA / "single_face.jpg", HAPPY, tmp_path / "two_people.mp4")
+    tracks = {}
+    for o in observe_faces(FaceDetector(), iter_frames(clip, 5.0)):
+        tracks.setdefault(o.track, []).append(o)
+    moving, still = sorted(tracks.values(), key=lambda t: t[0].box[0])  # left, right
+    assert mouth_motion(still) < 1.0 < 2.0 < mouth_motion(moving)
+    assert moving[0].box[2] < still[0].box[2]
+
+    def judged(result):  # which of the two faces a result names (boxes in the 720x360 video)
+        scale = 720 / 640
+        return min((moving, still), key=lambda t: -_overlap(tuple(result.face_box),
+                                                             tuple(round(v * scale) for v in t[0].box)))
+
+    (speaking,) = model.predict(clip)
+    assert speaking.faces == 2 and judged(speaking) is moving
+    (silent,) = model.predict(clip, modalities=["face"])  # nobody heard: the largest face
+    assert judged(silent) is still

@@ -84,6 +84,42 @@ def still_clip(image: str | Path, utterance: str | Path, out: str | Path, scale:
     return out
 
 
+def beside(video: str | Path, photo: str | Path, utterance: str | Path, out: str | Path, rate: int = 10) -> Path:
+    """Write `out` (720x360): `video`'s picture at half size on the left, a still `photo` on the
+    right (its face the larger), for as long as `utterance` lasts, with that as its sound: two
+    faces on screen, one moving and one still, as in a two-person shot."""
+    import cv2
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    still = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE)
+    if still is None:
+        raise ValueError(f"{photo}: not an image")
+    still = cv2.resize(still, (360, round(still.shape[0] * 360 / still.shape[1])), interpolation=cv2.INTER_AREA)[:360]
+    length = len(load_audio(utterance)) / SAMPLE_RATE
+    with av.open(str(video)) as src, av.open(str(out), "w") as dst:
+        vout = dst.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = 720, 360, "yuv420p"
+        vout.options = {"crf": "23", "preset": "veryfast"}
+        aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        n = 0
+        for frame in src.decode(src.streams.video[0]):
+            if frame.time is None or frame.time < n / rate:
+                continue
+            if n >= length * rate:
+                break
+            canvas = np.full((360, 720), 128, np.uint8)
+            canvas[90:270, 20:340] = cv2.resize(frame.to_ndarray(format="gray"), (320, 180), interpolation=cv2.INTER_AREA)
+            canvas[:still.shape[0], 360:] = still
+            picture = av.VideoFrame.from_ndarray(canvas, format="gray").reformat(format="yuv420p")
+            picture.pts, picture.time_base = n, Fraction(1, rate)
+            dst.mux(vout.encode(picture))
+            n += 1
+        dst.mux(vout.encode(None))
+        _write_track(dst, aout, [(0.0, utterance)], length)
+    return out
+
+
 def _write_track(dst: av.container.OutputContainer, aout: av.audio.stream.AudioStream,
                  utterances: list[tuple[float, str | Path]], length: float) -> None:
     """Encode `length` s of 16 kHz mono sound: silence with each utterance added at its offset."""

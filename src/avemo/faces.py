@@ -12,7 +12,7 @@ the FER2013 convention the face branch is trained on, with a margin like FER2013
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -27,6 +27,12 @@ TIGHT_CROP_MAX_SIDE = 96
 #: Seconds between full searches of a frame while no face is followed; twice that while faces are
 #: followed (a face lost, as at a cut, brings a full search at once).
 DETECT_EVERY_S = 2.0
+#: The mouth in a crop (rows, columns): the lower middle of a face box with its margin.
+MOUTH = (slice(30, 43), slice(13, 35))
+#: While someone speaks, a face whose mouth moves this many times more than the largest face's
+#: (and more than MIN_MOUTH_MOTION grey levels a frame, above codec noise) is taken as the speaker.
+SPEAKING_MARGIN = 1.5
+MIN_MOUTH_MOTION = 2.0
 #: Between full searches a face is followed on copies scaled so that it is this many pixels wide.
 FOLLOW_SIDE = 24
 #: A face followed is gone where its best match falls below this normalised correlation. On the
@@ -196,11 +202,33 @@ def observe_faces(detector: FaceDetector, frames: Iterable[tuple[float, np.ndarr
     return [o for t, grey in frames for o in tracker.step(t, grey)]
 
 
-def main_track(observations: list[FaceObservation]) -> list[FaceObservation]:
-    """The observations of the face a stretch of video is about: the track seen largest
-    and longest in it (the sum of its box areas), as interviews frame the speaker."""
-    area: dict[int, float] = {}
+def main_track(observations: list[FaceObservation], speech: Sequence[tuple[float, float]] = ()) -> list[FaceObservation]:
+    """The observations of the face a stretch of video is about.
+
+    Where several faces are seen while someone speaks (`speech`: (start, end) seconds),
+    the one whose mouth moves most then, if clearly more (SPEAKING_MARGIN times, and more
+    than codec noise) than the largest face's: the face speaking. Else the track seen
+    largest and longest (the sum of its box areas), as interviews frame the speaker.
+    """
+    tracks: dict[int, list[FaceObservation]] = {}
     for o in observations:
-        area[o.track] = area.get(o.track, 0.0) + o.box[2] * o.box[3]
-    best = max(area, key=area.__getitem__, default=None)
-    return [o for o in observations if o.track == best]
+        tracks.setdefault(o.track, []).append(o)
+    if not tracks:
+        return []
+    largest = max(tracks, key=lambda k: sum(o.box[2] * o.box[3] for o in tracks[k]))
+    if speech and len(tracks) > 1:
+        talking = {k: o for k, o in tracks.items() if sum(any(s <= x.time < e for s, e in speech) for x in o) >= 3}
+        motion = {k: mouth_motion([x for x in o if any(s <= x.time < e for s, e in speech)]) for k, o in talking.items()}
+        moving = max(motion, key=motion.__getitem__, default=largest)
+        if motion.get(moving, 0.0) >= max(MIN_MOUTH_MOTION, SPEAKING_MARGIN * motion.get(largest, 0.0)):
+            return tracks[moving]
+    return tracks[largest]
+
+
+def mouth_motion(track: list[FaceObservation]) -> float:
+    """How much a face's mouth moves: the mean change of its mouth region from one sampled
+    frame to the next (grey levels, each region's own mean brightness taken out)."""
+    mouths = [o.crop[MOUTH].astype(np.float32) for o in track]
+    mouths = [m - m.mean() for m in mouths]
+    steps = [float(np.abs(b - a).mean()) for a, b in zip(mouths, mouths[1:])]
+    return float(np.mean(steps)) if steps else 0.0

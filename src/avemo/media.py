@@ -101,7 +101,7 @@ def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float 
             stream = container.streams.audio[0]
             stream.thread_type = "AUTO"
             declared = _stream_seconds(stream)
-            frames = (out for frame in container.decode(stream) for out in resampler.resample(frame))
+            frames = (out for frame in _joined(container.decode(stream)) for out in resampler.resample(frame))
             while True:
                 try:
                     out = next(frames, None)
@@ -138,6 +138,37 @@ def steady_heap() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def _joined(frames: Iterator[av.AudioFrame], seconds: float = 1.0) -> Iterator[av.AudioFrame]:
+    """Decoded audio frames (~20 ms each) joined into frames of about `seconds`: resampled in
+    one go they give the same samples, in half the time of resampling frame by frame. What
+    was joined before a damaged part still comes out before the error."""
+    held: list[np.ndarray] = []
+    kind, count = None, 0
+    try:
+        for frame in frames:
+            this = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if held and this != kind:
+                yield _frame(held, kind)
+                held, count = [], 0
+            held.append(frame.to_ndarray())
+            kind, count = this, count + frame.samples
+            if count >= seconds * frame.sample_rate:
+                yield _frame(held, kind)
+                held, count = [], 0
+    except av.FFmpegError:
+        if held:
+            yield _frame(held, kind)
+        raise
+    if held:
+        yield _frame(held, kind)
+
+
+def _frame(arrays: list[np.ndarray], kind: tuple[str, str, int]) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(np.concatenate(arrays, axis=1), format=kind[0], layout=kind[1])
+    frame.sample_rate = kind[2]
+    return frame
 
 
 def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:

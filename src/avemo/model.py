@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .audio import MelSettings
 from .errors import AvemoError
@@ -125,8 +126,15 @@ class FaceEncoder(nn.Module):
         return (emb * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def for_inference(self) -> FaceEncoder:
-        """Convolutions in channels-last layout: ~30% faster on CPU. Inference only (safetensors
-        saves contiguous tensors alone, so a model in training keeps the default layout)."""
+        """Each BatchNorm folded into the convolution before it, and the convolutions in
+        channels-last layout: a third less time on CPU, the same embeddings (to 1e-5).
+        Inference only: training needs the BatchNorms, and safetensors saves contiguous
+        tensors alone."""
+        for block in self.cnn:
+            for i in range(0, len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i] = fuse_conv_bn_eval(block[i].eval(), block[i + 1].eval())
+                    block[i + 1] = nn.Identity()
         self.cnn.to(memory_format=torch.channels_last)
         self.fast = True
         return self

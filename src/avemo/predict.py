@@ -83,7 +83,7 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
         item.mel = log_mel(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first], mel)
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
     if inside:
-        main = main_track(inside)
+        main = main_track(inside, [span] if span else ())
         pick = np.linspace(0, len(main) - 1, min(len(main), max_faces)).round().astype(int)
         item.crops = [main[i].crop for i in pick]
         item.faces = max(o.n_faces for o in inside)
