@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from .errors import AvemoError
+from .files import written_whole
 
 MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wav", ".flac", ".mp3",
                   ".m4a", ".ogg", ".opus", ".aac", ".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -115,11 +116,8 @@ def _predict(args: argparse.Namespace) -> int:
                 results[str(path)] = found
     if results:
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_name(args.out.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
+            with written_whole(args.out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
                 WRITERS[fmt](results, f)
-            tmp.replace(args.out)
         else:
             WRITERS[fmt](results, sys.stdout)
     if failed and len(paths) > 1:
@@ -152,10 +150,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate_items(model, items, modalities, progress=not args.quiet)
     if report["n"] == 0:
         raise AvemoError(f"none of the {len(items)} files could be judged (first: {report['skipped'][0]['reason']})")
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.report.with_name(args.report.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.report)
+    with written_whole(args.report) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     for task in ("emotion", "sentiment"):
         if report[task]["n"]:
             confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))

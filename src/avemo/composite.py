@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .files import written_whole
 from .media import SAMPLE_RATE, load_audio
 
 
@@ -144,9 +145,7 @@ def looped(src: Path, minutes: float, out: Path) -> Path:
     as `ffmpeg -stream_loop N -c copy` would; written once and reused."""
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.mp4")
-    with av.open(str(src)) as inp, av.open(str(tmp), "w") as dst:
+    with written_whole(out) as tmp, av.open(str(src)) as inp, av.open(str(tmp), "w") as dst:
         keep = [s for s in inp.streams if s.type in ("video", "audio")]
         outs = {s.index: dst.add_stream_from_template(s) for s in keep}
         # each stream's loop length: its end, or its decoding span where that is longer (an AAC
@@ -168,5 +167,4 @@ def looped(src: Path, minutes: float, out: Path) -> Path:
                 packet.dts += k * span[i]
                 packet.stream = outs[i]
                 dst.mux(packet)
-    tmp.replace(out)
     return out

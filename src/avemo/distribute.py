@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import AvemoError
+from .files import written_whole
 
 log = logging.getLogger("avemo")
 
@@ -72,8 +73,6 @@ def predict_ray(paths: list[Path], out: str | Path, model_dir: str | None = None
         log.info("%d/%d files", len(by_index), len(paths))
     rows = [row for i in range(len(paths)) for row in by_index[i]]  # in the order given, as the local engine
     frame = pd.DataFrame(rows).set_index(["file", "start", "end"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp)
-    tmp.replace(out)
+    with written_whole(out) as tmp:
+        frame.to_parquet(tmp)
     return frame

@@ -1,13 +1,13 @@
 """Faces: find and follow the faces in sampled frames and cut them out for the face branch.
 
 Detector: OpenCV's frontal-face Haar cascade, shipped inside opencv-python-headless
-(no download, ~10 ms a 640x360 frame on one core). A full search runs once every
-`detect_every` seconds; in the sampled frames between, each face found is followed by
-matching the look it had at that search against a small window around its last box
-(~0.5 ms, thirty times cheaper), which also ties its boxes into a track: the same person
-from frame to frame. Which
-track a segment is about is decided per segment (`main_track`). Crops are 48x48 grey,
-the FER2013 convention the face branch is trained on, with a margin like FER2013's.
+(no download, ~10-25 ms a 640x360 frame on one core). Full searches are few (see
+`FaceTracker`); in the sampled frames between, each face found is followed by matching
+the look it had at that search against a small window around its last box (~0.5 ms),
+which also ties its boxes into a track: the same person from frame to frame. Which
+track a segment is about, the face speaking, is decided per segment (`main_track`).
+Crops are 48x48 grey, the FER2013 convention the face branch is trained on, with a
+margin like FER2013's.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MIN_MOUTH_MOTION = 2.0
 #: Between full searches a face is followed on copies scaled so that it is this many pixels wide.
 FOLLOW_SIDE = 24
 #: A face followed is gone where its best match falls below this normalised correlation. On the
-#: shared media a face up to two seconds after its search still scores 0.47 or more; the
+#: shared media a face up to four seconds after its search still scores 0.52 or more; the
 #: background it leaves behind, at most 0.24.
 FOLLOW_MIN_MATCH = 0.35
 

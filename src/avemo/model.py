@@ -30,6 +30,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .audio import MelSettings
 from .errors import AvemoError
+from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS
 
 FORMAT_VERSION = 1
@@ -230,14 +231,11 @@ class ContextNet(nn.Module):
 def save_model(net: AvemoNet, directory: str | Path, training: dict | None = None) -> None:
     """Write weights (safetensors) and config (JSON) side by side, each atomically."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "model.safetensors.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    tmp.replace(directory / "model.safetensors")
+    with written_whole(directory / "model.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     meta = {"format_version": FORMAT_VERSION, "architecture": asdict(net.cfg), "training": training or {}}
-    tmp = directory / "config.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(directory / "config.json")
+    with written_whole(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:

@@ -243,7 +243,8 @@ class Model:
         yield from self._judge(pending, later, width / max(frame_width, 1))
         if self.net.context is not None:
             items, fused = zip(*later)
-            emo, sent = (logits[0] for logits in self.net.context(torch.cat(fused)[None], torch.tensor([len(items)])))
+            with torch.no_grad():
+                emo, sent = (logits[0] for logits in self.net.context(torch.cat(fused)[None], torch.tensor([len(items)])))
             yield from self._results(list(items), emo, sent, width / max(frame_width, 1))
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ from .datasets import Item, load_spec
 from .errors import AvemoError
 from .evaluate import classification_report, summary_line
 from .faces import CROP_SIZE
+from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from .media import SAMPLE_RATE, load_audio
 from .model import AvemoNet, ModelConfig, load_net, save_model
@@ -212,10 +213,8 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         else:
             arrays = dict(zip(("mel", "mel_offsets"), _ragged([m for m, _ in feats])))
             arrays.update(zip(("crops", "crop_offsets"), _ragged([c for _, c in feats])))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        np.savez(tmp, **arrays)
     return feats
 
 
@@ -463,10 +462,8 @@ def _end_epoch(net: AvemoNet, opt: torch.optim.Optimizer, state: dict, branches:
         save_model(net, out_dir / "best")
     else:
         state["stale"] += 1
-    tmp = out_dir / "checkpoint.pt.tmp"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "run": run}, tmp)
-    os.replace(tmp, out_dir / "checkpoint.pt")
+    with written_whole(out_dir / "checkpoint.pt") as tmp:
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "run": run}, tmp)
 
 
 def _join_ranks() -> tuple[int, int, torch.device]:

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS
 from .predict import SegmentResult
 
@@ -105,7 +106,6 @@ def finished_files(path: Path, fmt: str) -> set[str]:
     rows = [line for line in lines[len(head):] if line.endswith("\n")]
     files = [r["file"] for r in csv.DictReader(head + rows)] if fmt == "csv" else [json.loads(r)["file"] for r in rows]
     unfinished = files[-1] if files else None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(head + [r for r, f in zip(rows, files) if f != unfinished]), encoding="utf-8")
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_text("".join(head + [r for r, f in zip(rows, files) if f != unfinished]), encoding="utf-8")
     return set(files) - {unfinished}
