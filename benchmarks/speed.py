@@ -57,7 +57,8 @@ def paired_runs(path: Path, repeat: int) -> dict:
         start = time.perf_counter()
         results = model.predict(path)
         pairs.append((floor, time.perf_counter() - start))
-    return {"pairs": pairs, "segments": len(results), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"pairs": pairs, "segments": len(results), "covered": [results[0].start, results[-1].end],
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def avemo_run(path: Path, repeat: int) -> dict:
@@ -119,7 +120,8 @@ def main() -> None:
     run = avemo_run(path, args.repeat)
     ratios = sorted(a / d for d, a in run["pairs"])
     floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
-    print(f"file: {path} ({duration:.1f} s, {run['segments']} segments)")
+    print(f"file: {path} ({duration:.1f} s; {run['segments']} segments, from {run['covered'][0]:.1f} to "
+          f"{run['covered'][1]:.1f} s)")
     print(f"{args.repeat} pairs of runs, back to back; medians:")
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
     print(f"avemo predict:                           {seconds:.2f} s = {statistics.median(ratios):.2f}x decode-only "
