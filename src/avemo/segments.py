@@ -4,13 +4,19 @@ Speech regions come from silero-vad's bundled ONNX model (run here on onnxruntim
 ~10 ms per second of audio), merged across short pauses and split when longer than
 an utterance. A short clip (a MELD utterance) is one segment. Stretches without
 speech that are long enough become face-only windows, so a silent video is still
-covered end to end. Users may also give their own times (CSV or SRT).
+covered end to end. Users may also give their own times (CSV or SRT), or ask for
+fixed windows.
+
+Everything here works on a signal heard piece by piece (`SpeechTracker`) and cuts
+segments as the speech before them settles (the planners), so a long file is
+segmented, and analysed, while it is still being read.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,11 +63,17 @@ class SegmentationSettings:
 def _vad_session():
     import onnxruntime as ort
 
+    # opening a session sets the process's OpenMP threads to its own one: torch's are given back
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     path = resources.files("silero_vad") / "data" / "silero_vad.onnx"
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    if threads:
+        torch.set_num_threads(threads)
+    return session
 
 
 class VoiceActivity:
@@ -97,11 +109,6 @@ class VoiceActivity:
             probs[i] = out[0, 0]
             self._context = chunk[-VAD_CONTEXT:]
         return probs
-
-
-def speech_probabilities(wave: np.ndarray) -> np.ndarray:
-    """Silero's speech probability for each 32 ms chunk of a 16 kHz signal."""
-    return VoiceActivity().feed(wave)
 
 
 @dataclass(frozen=True)
