@@ -207,6 +207,11 @@ def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, mo
     assert sum("audio" in r.modalities for r in results) == 18  # 2 utterances in each of the 9 loops
     # what was held for later segments stayed a fraction of the file: sound and faces were let go
     assert held["sound_s"] < 80.0 and held["faces"] < 80.0 * 5
+    # without the sound (face only), the frames alone pace the stream
+    decoded[0] = 0.0
+    faces_only = model.stream(long_clip, modalities=["face"])
+    assert next(faces_only).start == 0.0 and decoded[0] < 60.0
+    assert [*faces_only][-1].end == pytest.approx(results[-1].end, abs=0.5)  # the picture ends 0.4 s before the sound
 
 
 def test_of_two_faces_the_one_moving_its_mouth_while_someone_speaks_is_judged(model, tmp_path):

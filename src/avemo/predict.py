@@ -223,7 +223,9 @@ class Model:
                 any_face |= bool(found)
                 held.observations += found
             if known is None or frames is not None:
-                speech = _clip(known or hearing.so_far(), seen_until if frames is not None else float("inf"))
+                # the sound is read ahead of the frames: what is known of speech lies within them;
+                # once the sound is over (or absent), it is known as far as the frames go
+                speech = hearing.so_far() if known is None else replace(known, known_until=seen_until)
                 pending += held.inputs(planner.advance(speech), speech, self, is_image)
                 held.let_go(planner.keep_from)
                 while len(pending) >= INFER_BATCH:
@@ -299,14 +301,6 @@ def _heard(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarra
     vad = VoiceActivity(quiet_rms=SILENCE_RMS)
     for block in blocks:
         yield block, vad.feed(block)
-
-
-def _clip(speech: SpeechSoFar, frames_until: float) -> SpeechSoFar:
-    """What is known of the speech, up to where frames have been seen too."""
-    if frames_until >= speech.known_until:
-        return speech
-    still = (speech.open[0], min(speech.open[1], frames_until)) if speech.open and speech.open[0] < frames_until else None
-    return SpeechSoFar(speech.final, still, frames_until)
 
 
 def _judged(item: SegmentInputs) -> SegmentInputs:
