@@ -9,6 +9,7 @@ signal, and returns results or, on request, a DataFrame indexed by (file, start,
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -313,30 +314,37 @@ class _Held:
     and the faces seen from then on."""
 
     def __init__(self) -> None:
-        self.sound = np.zeros(0, np.float32)
-        self.sound_start = 0.0
+        self._blocks: deque[np.ndarray] = deque()  # the sound, as it came
+        self._first = 0  # the sample the first block starts at
         self.observations: list[FaceObservation] = []
         self.judged = 0  # segments with something to judge, so far
 
+    @property
+    def sound_start(self) -> float:
+        return self._first / SAMPLE_RATE
+
+    @property
+    def sound(self) -> np.ndarray:
+        """The sound held, joined into one signal (only when a segment with speech needs it)."""
+        return np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.float32)
+
     def add_sound(self, block: np.ndarray) -> None:
-        self.sound = np.concatenate([self.sound, block])
+        self._blocks.append(block)
 
     def inputs(self, segments: list[Segment], speech: SpeechSoFar, model: Model, is_image: bool) -> list[SegmentInputs]:
         """The model's inputs for `segments`, those with anything to judge."""
         regions = [*speech.final, *([speech.open] if speech.open else [])]
-        items = [segment_inputs(seg, self.sound, self.observations, regions, model.mel, model.cfg.max_faces, is_image,
-                                self.sound_start) for seg in segments]
+        wave = self.sound if any(seg.speech for seg in segments) else None  # no voice to read in the others
+        items = [segment_inputs(seg, wave if seg.speech else None, self.observations, regions, model.mel,
+                                model.cfg.max_faces, is_image, self.sound_start) for seg in segments]
         items = [item for item in items if item.mel is not None or item.crops]
         self.judged += len(items)
         return items
 
     def let_go(self, before: float) -> None:
-        """Drop what comes before `before` seconds (a file's sound is cut loose a minute at a time)."""
-        seconds = min(before - self.sound_start, len(self.sound) / SAMPLE_RATE)
-        if seconds >= 60.0:
-            cut = round(seconds * SAMPLE_RATE)
-            self.sound = self.sound[cut:].copy()
-            self.sound_start += cut / SAMPLE_RATE
+        """Drop what comes before `before` seconds (sound a block at a time)."""
+        while self._blocks and (self._first + len(self._blocks[0])) / SAMPLE_RATE <= before:
+            self._first += len(self._blocks.popleft())
         if self.observations and self.observations[0].time < before:
             self.observations = [o for o in self.observations if o.time >= before]
 
