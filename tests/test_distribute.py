@@ -38,3 +38,22 @@ def test_ray_engine_gives_the_local_results_and_records_failures(local_ray, clip
 def test_ray_engine_wants_a_parquet_output(clips, tmp_path, capsys):
     assert main(["predict", "--engine", "ray", str(clips["talking_face"]), "--out", str(tmp_path / "r.csv")]) == 1
     assert "--engine ray writes Parquet" in capsys.readouterr().err
+
+
+def test_an_interrupted_ray_run_resumes_without_redoing_finished_files(local_ray, clips, tmp_path, capsys):
+    from avemo.distribute import part_path
+
+    files = [str(clips["talking_face"]), str(clips["speech_no_face"])]
+    out = tmp_path / "results.parquet"
+    assert main(["predict", "--engine", "ray", *files, "--out", str(out)]) == 0
+    whole = pd.read_parquet(out)
+    assert not part_path(out, files[0]).parent.exists()  # the parts go once the table is written
+    # as if killed after the first file: its rows are kept as a part (marked here, to see it is not redone)
+    part_path(out, files[0]).parent.mkdir()
+    whole.loc[[files[0]]].reset_index().assign(emotion="kept").to_parquet(part_path(out, files[0]))
+    assert main(["predict", "--engine", "ray", *files, "--out", str(out), "--resume"]) == 0
+    assert "resuming: 1 of 2 files already done" in capsys.readouterr().err
+    again = pd.read_parquet(out)
+    assert list(again.index) == list(whole.index)
+    assert (again.loc[[files[0]], "emotion"] == "kept").all()  # taken from its part, not analysed again
+    assert (again.loc[[files[1]], "emotion"] == whole.loc[[files[1]], "emotion"]).all()

@@ -62,8 +62,8 @@ def _predict(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out and args.out.suffix.lower()
                           in {".json", ".jsonl", ".csv", ".srt"} else "table")
-    if args.resume and (fmt not in RESUMABLE or not args.out):
-        raise AvemoError("--resume goes on with an --out file in csv or jsonl format")
+    if args.resume and (fmt not in RESUMABLE or not args.out) and args.engine != "ray":
+        raise AvemoError("--resume goes on with an --out file in csv or jsonl format (or with --engine ray)")
     if args.segments and len(paths) != 1:
         raise AvemoError("--segments applies to one input file")
     if args.segments and args.every:
@@ -74,7 +74,8 @@ def _predict(args: argparse.Namespace) -> int:
 
         if args.segments or not args.out:
             raise AvemoError("--engine ray needs --out NAME.parquet and takes no --segments")
-        frame = predict_ray(paths, args.out, args.model, args.every, modalities, args.address, args.workers)
+        frame = predict_ray(paths, args.out, args.model, args.every, modalities, args.address, args.workers,
+                            resume=args.resume)
         failed = frame["error"].notna().sum()
         print(f"{len(paths) - failed} of {len(paths)} files analysed; {len(frame) - failed} segments in {args.out}",
               file=sys.stderr)
@@ -190,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: from --out's suffix, else table); table, csv and jsonl are written "
                         "segment by segment, as results come")
     p.add_argument("--resume", action="store_true",
-                   help="with --out in csv or jsonl: skip the files it already holds (an interrupted batch goes on)")
+                   help="with --out in csv or jsonl, or --engine ray: skip the files already done (an interrupted "
+                        "batch goes on)")
     p.add_argument("--out", type=Path, help="write results here instead of stdout")
     p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--segments", help="CSV (start,end in seconds) or SRT of your own segments")
