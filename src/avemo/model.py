@@ -120,7 +120,7 @@ class FaceEncoder(nn.Module):
             b, n = crops.shape[:2]
             emb = self.embed_crops(crops.reshape(b * n, *crops.shape[2:])).reshape(b, n, -1)
         else:  # only the crops that are there go through the CNN
-            emb = torch.zeros(*mask.shape, self.proj[-1].out_features)
+            emb = torch.zeros(*mask.shape, self.proj[-1].out_features, device=crops.device)
             if mask.any():
                 emb[mask] = self.embed_crops(crops[mask])
         weights = mask.float().unsqueeze(-1)
