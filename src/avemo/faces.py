@@ -217,8 +217,8 @@ def main_track(observations: list[FaceObservation], speech: Sequence[tuple[float
         return []
     largest = max(tracks, key=lambda k: sum(o.box[2] * o.box[3] for o in tracks[k]))
     if speech and len(tracks) > 1:
-        talking = {k: o for k, o in tracks.items() if sum(any(s <= x.time < e for s, e in speech) for x in o) >= 3}
-        motion = {k: mouth_motion([x for x in o if any(s <= x.time < e for s, e in speech)]) for k, o in talking.items()}
+        voiced = {k: [x for x in o if any(s <= x.time < e for s, e in speech)] for k, o in tracks.items()}
+        motion = {k: mouth_motion(o) for k, o in voiced.items() if len(o) >= 3}
         moving = max(motion, key=motion.__getitem__, default=largest)
         if motion.get(moving, 0.0) >= max(MIN_MOUTH_MOTION, SPEAKING_MARGIN * motion.get(largest, 0.0)):
             return tracks[moving]

@@ -333,7 +333,7 @@ class _Held:
 
     def inputs(self, segments: list[Segment], speech: SpeechSoFar, model: Model, is_image: bool) -> list[SegmentInputs]:
         """The model's inputs for `segments`, those with anything to judge."""
-        regions = [*speech.final, *([speech.open] if speech.open else [])]
+        regions = speech.regions
         wave = self.sound if any(seg.speech for seg in segments) else None  # no voice to read in the others
         items = [segment_inputs(seg, wave if seg.speech else None, self.observations, regions, model.mel,
                                 model.cfg.max_faces, is_image, self.sound_start) for seg in segments]

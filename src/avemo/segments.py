@@ -125,6 +125,11 @@ class SpeechSoFar:
     open: tuple[float, float] | None
     known_until: float
 
+    @property
+    def regions(self) -> list[tuple[float, float]]:
+        """All the speech known: the settled regions, then the one going on."""
+        return [*self.final, *([self.open] if self.open else [])]
+
 
 class SpeechTracker:
     """Speech regions of a signal heard piece by piece (`feed`), with hysteresis so that a
@@ -303,7 +308,7 @@ class WindowPlanner:
         return self._next * self.every
 
     def advance(self, speech: SpeechSoFar) -> list[Segment]:
-        return self._windows(speech.known_until, [*speech.final, *([speech.open] if speech.open else [])], False)
+        return self._windows(speech.known_until, speech.regions, False)
 
     def finish(self, speech: list[tuple[float, float]], duration: float) -> list[Segment]:
         return self._windows(duration, speech, True)
