@@ -8,6 +8,7 @@ times. The result is an ordinary H.264/AAC MP4 that every stage reads like any o
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -59,30 +60,14 @@ def still_clip(image: str | Path, utterance: str | Path, out: str | Path, scale:
     for as long as `utterance` lasts, with that utterance as its sound."""
     import cv2
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    face = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
-    if face is None:
-        raise ValueError(f"{image}: not an image")
+    face = _grey_image(image)
     face = cv2.resize(face, (face.shape[1] * scale, face.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
     width, height = size
     canvas = np.full((height, width), 128, np.uint8)
     y0, x0 = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
     canvas[y0:y0 + face.shape[0], x0:x0 + face.shape[1]] = face
     length = len(load_audio(utterance)) / SAMPLE_RATE
-    with av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
-        vout = dst.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
-        vout.options = {"crf": "23", "preset": "veryfast"}
-        aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        for n in range(max(1, int(np.ceil(length * rate)))):
-            frame = av.VideoFrame.from_ndarray(canvas, format="gray").reformat(format="yuv420p")
-            frame.pts = n
-            frame.time_base = Fraction(1, rate)
-            dst.mux(vout.encode(frame))
-        dst.mux(vout.encode(None))
-        _write_track(dst, aout, [(0.0, utterance)], length)
-    return out
+    return _grey_clip((canvas for _ in range(max(1, int(np.ceil(length * rate))))), size, rate, utterance, length, out)
 
 
 def beside(video: str | Path, photo: str | Path, utterance: str | Path, out: str | Path, rate: int = 10) -> Path:
@@ -91,31 +76,52 @@ def beside(video: str | Path, photo: str | Path, utterance: str | Path, out: str
     faces on screen, one moving and one still, as in a two-person shot."""
     import cv2
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    still = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE)
-    if still is None:
-        raise ValueError(f"{photo}: not an image")
+    still = _grey_image(photo)
     still = cv2.resize(still, (360, round(still.shape[0] * 360 / still.shape[1])), interpolation=cv2.INTER_AREA)[:360]
     length = len(load_audio(utterance)) / SAMPLE_RATE
-    with av.open(str(video)) as src, av.open(str(out), "w") as dst:
+
+    def canvases() -> Iterator[np.ndarray]:
+        n = 0
+        with av.open(str(video)) as src:
+            for frame in src.decode(src.streams.video[0]):
+                if frame.time is None or frame.time < n / rate:
+                    continue
+                if n >= length * rate:
+                    return
+                canvas = np.full((360, 720), 128, np.uint8)
+                canvas[90:270, 20:340] = cv2.resize(frame.to_ndarray(format="gray"), (320, 180),
+                                                    interpolation=cv2.INTER_AREA)
+                canvas[:still.shape[0], 360:] = still
+                yield canvas
+                n += 1
+
+    return _grey_clip(canvases(), (720, 360), rate, utterance, length, out)
+
+
+def _grey_image(path: str | Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"{path}: not an image")
+    return image
+
+
+def _grey_clip(canvases: Iterable[np.ndarray], size: tuple[int, int], rate: int, utterance: str | Path, length: float,
+               out: str | Path) -> Path:
+    """Write `out`: the grey `canvases` (of `size`) as H.264 at `rate` frames a second, with
+    `utterance` as its `length` seconds of sound."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
         vout = dst.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = 720, 360, "yuv420p"
+        vout.width, vout.height, vout.pix_fmt = *size, "yuv420p"
         vout.options = {"crf": "23", "preset": "veryfast"}
         aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        n = 0
-        for frame in src.decode(src.streams.video[0]):
-            if frame.time is None or frame.time < n / rate:
-                continue
-            if n >= length * rate:
-                break
-            canvas = np.full((360, 720), 128, np.uint8)
-            canvas[90:270, 20:340] = cv2.resize(frame.to_ndarray(format="gray"), (320, 180), interpolation=cv2.INTER_AREA)
-            canvas[:still.shape[0], 360:] = still
-            picture = av.VideoFrame.from_ndarray(canvas, format="gray").reformat(format="yuv420p")
-            picture.pts, picture.time_base = n, Fraction(1, rate)
-            dst.mux(vout.encode(picture))
-            n += 1
+        for n, canvas in enumerate(canvases):
+            frame = av.VideoFrame.from_ndarray(canvas, format="gray").reformat(format="yuv420p")
+            frame.pts, frame.time_base = n, Fraction(1, rate)
+            dst.mux(vout.encode(frame))
         dst.mux(vout.encode(None))
         _write_track(dst, aout, [(0.0, utterance)], length)
     return out
