@@ -129,11 +129,17 @@ def test_frame_indexed_by_file_start_end(model, clips):
     assert frame.filter(like="emotion_").sum(axis=1).round(2).eq(1.0).all()
 
 
-def test_list_of_files_skips_the_bad_one(model, clips):
-    out = model.predict([clips["speech_flac"], clips["text_as_mp4"], MEDIA / "single_face.jpg"])
-    assert list(out) == [str(clips["speech_flac"]), str(MEDIA / "single_face.jpg")]
-    frame = model.predict([clips["speech_flac"], MEDIA / "single_face.jpg"], as_frame=True)
-    assert frame.index.get_level_values("file").nunique() == 2
+def test_list_of_files_reports_the_bad_one_and_finishes_the_rest(model, clips):
+    files = [clips["speech_flac"], clips["text_as_mp4"], MEDIA / "single_face.jpg"]
+    out = model.predict(files)
+    assert list(out) == [str(f) for f in files]  # in order, none dropped unseen
+    assert isinstance(out[str(clips["text_as_mp4"])], AvemoError) and "not a readable media file" in str(out[str(clips["text_as_mp4"])])
+    assert out[str(clips["speech_flac"])][0].modalities == ["audio"] and out[str(MEDIA / "single_face.jpg")][0].faces == 1
+    frame = model.predict(files, as_frame=True)
+    assert frame.index.get_level_values("file").nunique() == 3
+    failed = frame[frame["error"].notna()]
+    assert list(failed.index.get_level_values("file")) == [str(clips["text_as_mp4"])]
+    assert frame[frame["error"].isna()]["emotion"].notna().all()
 
 
 def test_signal_in_memory_matches_the_file(model):

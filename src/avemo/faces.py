@@ -24,6 +24,8 @@ CROP_SIZE = 48
 DETECT_MAX_SIDE = 320
 #: A still image this small or smaller is taken as an already-cropped face (FER2013 / CK+ style).
 TIGHT_CROP_MAX_SIDE = 96
+#: A tight still smaller than this on a side holds no readable face (FER2013's are 48 px).
+MIN_STILL_SIDE = 24
 #: Seconds between full searches of a frame while no face is followed; twice that while faces are
 #: followed (a face lost, as at a cut, brings a full search at once).
 DETECT_EVERY_S = 2.0
@@ -82,6 +84,8 @@ class FaceDetector:
         """
         h, w = grey.shape[:2]
         if is_still and max(h, w) <= TIGHT_CROP_MAX_SIDE:
+            if min(h, w) < MIN_STILL_SIDE:  # a thumbnail, an icon: too small to show an expression
+                return None
             crop = cv2.resize(grey, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
             return FaceObservation(time, (0, 0, w, h), crop, 1)
         boxes = self.detect(grey)
@@ -174,7 +178,8 @@ class FaceTracker:
     def step(self, t: float, grey: np.ndarray) -> list[FaceObservation]:
         """The faces of the frame at `t` seconds."""
         if self.is_image and max(grey.shape[:2]) <= TIGHT_CROP_MAX_SIDE:
-            return [self.detector.observe(t, grey, is_still=True)]  # taken whole; other photos are searched
+            whole = self.detector.observe(t, grey, is_still=True)  # taken whole; other photos are searched
+            return [whole] if whole else []
         live = self._live
         followed = {} if t + 1e-6 >= self._next_full else \
             {k: b for k, b in ((k, follow(grey, box, self._looks[k])) for k, box in live.items()) if b}

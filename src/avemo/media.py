@@ -44,8 +44,9 @@ class MediaInfo:
     has_audio: bool
     has_video: bool
     is_image: bool
-    width: int = 0  # of the picture, in pixels (0 without one)
+    width: int = 0  # of the picture as shown (upright), in pixels (0 without one)
     height: int = 0
+    audio_track: int | None = None  # which audio stream holds the sound to analyse (`speech_track`)
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -58,50 +59,176 @@ def probe(path: str | Path) -> MediaInfo:
     if path.stat().st_size == 0:
         raise AvemoError(f"{path}: empty file (0 bytes)")
     try:
+        with open(path, "rb"):
+            pass
         with av.open(str(path)) as container:
             has_audio = bool(container.streams.audio)
             has_video = bool(container.streams.video)
             fmt = container.format.name
             duration = _duration(container)
-            size = ((container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height)
-                    if has_video else (0, 0))
+            size = _upright_size(container) if has_video else (0, 0)
+            track = speech_track(container, path) if has_audio else None
+    except PermissionError:
+        raise AvemoError(f"{path}: permission denied (not readable by this user)") from None
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
-    is_image = has_video and not has_audio and (
-        path.suffix.lower() in IMAGE_SUFFIXES or fmt.endswith("_pipe") or fmt == "image2"
-    )
+    still = path.suffix.lower() in IMAGE_SUFFIXES or fmt.endswith("_pipe") or fmt == "image2"
+    is_image = has_video and not has_audio and still
     if not has_audio and not has_video:
         raise AvemoError(f"{path}: has neither an audio nor a video stream")
     if is_image:
         duration = 0.0
+        if size == (0, 0):
+            raise AvemoError(f"{path}: damaged image (no picture decodes)")
     elif duration <= 0:
         raise AvemoError(f"{path}: zero-length media")
-    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image, *size)
+    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image, *size, audio_track=track)
+
+
+#: How long of each audio track is listened to when choosing the one with sound.
+TRACK_SCAN_S = 60.0
+#: A track whose peak stays below this (about -70 dBFS) has no sound worth analysing.
+SILENT_PEAK = 3e-4
+
+
+def speech_track(container: av.container.InputContainer, path: str | Path = "") -> int:
+    """The index (among the audio streams) of the track to analyse: the default-flagged one
+    if it is not silent, else the first that has sound, else the first.
+
+    Why: films and recordings carry several tracks (a dub, a commentary, a silent
+    placeholder before the real one); the first is not always the one with the voices.
+    Each track is listened to for up to `TRACK_SCAN_S` seconds, until it has sound."""
+    streams = list(container.streams.audio)
+    if len(streams) == 1:
+        return 0
+    default = [i for i, st in enumerate(streams) if st.disposition & av.stream.Disposition.default]
+    order = default + [i for i in range(len(streams)) if i not in default]
+    chosen = next((i for i in order if _has_sound(container, streams[i])), order[0])
+    container.seek(0)
+    meta = streams[chosen].metadata
+    said = ", ".join(f"{k} {meta[k]}" for k in ("language", "title") if meta.get(k) not in (None, "", "und"))
+    log.info("%s: audio track %d of %d used%s%s", path, chosen + 1, len(streams), f" ({said})" if said else "",
+             "" if chosen == order[0] else f"; track {order[0] + 1} is silent")
+    return chosen
+
+
+def _has_sound(container: av.container.InputContainer, stream: av.stream.Stream) -> bool:
+    """Whether `stream` rises above `SILENT_PEAK` within its first `TRACK_SCAN_S` seconds."""
+    container.seek(0)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    heard = 0
+    try:
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                samples = np.nan_to_num(out.to_ndarray())
+                if samples.size and np.abs(samples).max() > SILENT_PEAK:
+                    return True
+                heard += out.samples
+            if heard >= TRACK_SCAN_S * SAMPLE_RATE:
+                break
+    except av.FFmpegError:
+        pass
+    return False
+
+
+def _upright_size(container: av.container.InputContainer) -> tuple[int, int]:
+    """The picture's (width, height) as shown, after its display matrix (read off its first
+    frame); (0, 0) for a still image whose picture does not decode."""
+    stream = container.streams.video[0]
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError:
+        frame = None
+    if frame is None:
+        return (0, 0) if _is_still(container) else (stream.codec_context.width, stream.codec_context.height)
+    if not _is_still(container):
+        container.seek(0)
+    return (frame.height, frame.width) if orientation(frame) in TURNED else (frame.width, frame.height)
+
+
+def _is_still(container: av.container.InputContainer) -> bool:
+    return container.format.name.endswith("_pipe") or container.format.name == "image2"
+
+
+#: Orientations (`orientation`) that swap a picture's width and height.
+TURNED = frozenset({"clock", "cclock", "clock_flip", "cclock_flip"})
+
+
+def orientation(frame: av.VideoFrame) -> str | None:
+    """How a frame must be turned to be shown upright, from the display matrix the container
+    gives it (phones store portrait video sideways plus such a matrix; FFmpeg gives a JPEG's
+    EXIF orientation the same way): None, "clock", "cclock" (90 degrees either way),
+    "clock_flip", "cclock_flip" (a transposition), "hflip", "vflip" or "hvflip" (180 degrees).
+
+    The same choice as ffmpeg's autorotate (fftools): the rotation read off the matrix,
+    then the signs of its entries for the mirrored cases."""
+    try:
+        matrix = next((np.frombuffer(bytes(sd), np.int32) for sd in frame.side_data
+                       if str(sd.type).endswith("DISPLAYMATRIX")), None)
+    except ValueError:  # side data of a kind PyAV does not know (a JPEG's EXIF): the rotation alone, no mirror
+        return {90: "cclock", -90: "clock", 180: "hvflip", -180: "hvflip"}.get(round(frame.rotation))
+    if matrix is None or len(matrix) < 9:
+        return None
+    a, b, c, d = (float(v) / 65536 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    if not (np.hypot(a, c) and np.hypot(b, d)):
+        return None
+    theta = -round(-np.degrees(np.arctan2(b / np.hypot(b, d), a / np.hypot(a, c))))
+    theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return "cclock_flip" if matrix[3] > 0 else "clock"
+    if abs(theta - 270) < 1:
+        return "clock_flip" if matrix[3] < 0 else "cclock"
+    if abs(theta - 180) < 1:
+        return {(True, True): "hvflip", (True, False): "hflip", (False, True): "vflip"}.get((matrix[0] < 0, matrix[4] < 0))
+    if abs(theta) < 1 and matrix[4] < 0:
+        return "vflip"
+    return None
+
+
+def upright(grey: np.ndarray, how: str | None) -> np.ndarray:
+    """`grey` turned as `orientation` says."""
+    if how is None:
+        return grey
+    turn = {"clock": cv2.ROTATE_90_CLOCKWISE, "cclock": cv2.ROTATE_90_COUNTERCLOCKWISE}.get(how)
+    if turn is not None:
+        return cv2.rotate(grey, turn)
+    if how == "cclock_flip":
+        return cv2.transpose(grey)
+    if how == "clock_flip":
+        return cv2.flip(cv2.transpose(grey), -1)
+    return cv2.flip(grey, {"hflip": 1, "vflip": 0, "hvflip": -1}[how])
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The first audio stream, whole, as mono float32 at `sample_rate` (see `iter_audio`)."""
+    """The audio track with sound (`speech_track`), whole, as mono float32 at `sample_rate` (see `iter_audio`)."""
     blocks = list(iter_audio(path, sample_rate))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
-def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float = 5.0) -> Iterator[np.ndarray]:
-    """Decode the first audio stream to mono float32 at `sample_rate`, in blocks of about
-    `block_s` seconds, so that a long file's sound is never held whole.
+def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float = 5.0,
+               track: int | None = None) -> Iterator[np.ndarray]:
+    """Decode an audio track (index `track` among the audio streams; by default the one
+    `speech_track` chooses) to mono float32 at `sample_rate`, in blocks of about `block_s`
+    seconds, so that a long file's sound is never held whole. Samples that are not finite
+    (NaN, inf: a broken decoder or float WAV) are counted, replaced by silence and named
+    in a warning: nothing after this sees them.
 
     Why resample here: every later stage (VAD, log-Mel, the model) is defined at one
     rate, so the rate is fixed once, at the edge of the program.
     """
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    block, held, total = [], 0, 0
+    block, held, total, counted = [], 0, 0, [0]
     try:
+        if track is None:  # chosen on a container of its own: a decoder opened to listen can't be set up again
+            with av.open(str(path)) as container:
+                track = speech_track(container, path) if container.streams.audio else 0
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AvemoError(f"{path}: no audio track")
-            stream = container.streams.audio[0]
+            stream = container.streams.audio[track]
             stream.thread_type = "AUTO"
             declared = _stream_seconds(stream)
-            frames = (out for frame in _joined(container.decode(stream)) for out in resampler.resample(frame))
+            frames = (out for frame in _joined(container.decode(stream), counted) for out in resampler.resample(frame))
             while True:
                 try:
                     out = next(frames, None)
@@ -123,7 +250,19 @@ def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float 
     total += len(last)
     if len(last):
         yield last
+    if counted[0]:
+        log.warning("%s: %d audio samples were not numbers (NaN or infinite) and were replaced by silence",
+                    path, counted[0])
     _warn_if_short(path, "audio", total / sample_rate, declared)
+
+
+def finite(wave: np.ndarray) -> tuple[np.ndarray, int]:
+    """`wave` with NaN and infinite samples set to 0, and how many there were."""
+    bad = ~np.isfinite(wave)
+    count = int(bad.sum())
+    if count:
+        wave = np.where(bad, np.zeros((), wave.dtype), wave)
+    return wave, count
 
 
 @lru_cache(maxsize=1)
@@ -140,10 +279,12 @@ def steady_heap() -> None:
         pass
 
 
-def _joined(frames: Iterator[av.AudioFrame], seconds: float = 1.0) -> Iterator[av.AudioFrame]:
+def _joined(frames: Iterator[av.AudioFrame], broken: list[int], seconds: float = 1.0) -> Iterator[av.AudioFrame]:
     """Decoded audio frames (~20 ms each) joined into frames of about `seconds`: resampled in
     one go they give the same samples, in half the time of resampling frame by frame. What
-    was joined before a damaged part still comes out before the error."""
+    was joined before a damaged part still comes out before the error. Float samples that
+    are not finite are set to 0 here, before the resampler would smear them over their
+    neighbours, and counted in `broken[0]`."""
     held: list[np.ndarray] = []
     kind, count = None, 0
     try:
@@ -152,7 +293,11 @@ def _joined(frames: Iterator[av.AudioFrame], seconds: float = 1.0) -> Iterator[a
             if held and this != kind:
                 yield _frame(held, kind)
                 held, count = [], 0
-            held.append(frame.to_ndarray())
+            samples = frame.to_ndarray()
+            if samples.dtype.kind == "f":
+                samples, bad = finite(samples)
+                broken[0] += bad
+            held.append(samples)
             kind, count = this, count + frame.samples
             if count >= seconds * frame.sample_rate:
                 yield _frame(held, kind)
@@ -218,7 +363,8 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
 
 
 def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (time in s, grey uint8 frame) at about `fps` frames per second.
+    """Yield (time in s, grey uint8 frame, upright as the container's display matrix says)
+    at about `fps` frames per second.
 
     Only sampled frames are converted, and a YUV frame's grey picture is its luma plane,
     read without any conversion. Where the video's own rate is at least twice `fps`,
@@ -242,14 +388,16 @@ def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarra
             width, height = stream.codec_context.width, stream.codec_context.height
             scale = min(1.0, MAX_FRAME_SIDE / max(width, height, 1))
             size = (max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2))
-            declared, last = _stream_seconds(stream), 0.0
+            declared, last, how = _stream_seconds(stream), 0.0, False
             try:
                 for frame in container.decode(stream):
                     t = float(frame.time) if frame.time is not None else next_t
                     last = t
                     if t + 1e-6 < next_t:
                         continue
-                    yield t, _grey(frame, size)
+                    if how is False:  # the display matrix, read once: the same for every frame of a stream
+                        how = orientation(frame)
+                    yield t, upright(_grey(frame, size), how)
                     next_t = (int(t / step + 1e-6) + 1) * step
             except av.FFmpegError as exc:
                 log.warning("%s: video stops early at a damaged part (%s); using what decoded", path, _reason(exc))
@@ -306,6 +454,8 @@ def _warn_if_short(path: str | Path, kind: str, decoded: float, declared: float 
 
 
 def _unreadable(path: str | Path, exc: Exception) -> AvemoError:
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return AvemoError(f"{path}: damaged image, or not an image ({_reason(exc)})")
     return AvemoError(f"{path}: not a readable media file: damaged, cut off before its index, or not media ({_reason(exc)})")
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -32,6 +33,9 @@ from .audio import MelSettings
 from .errors import AvemoError
 from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS
+from .whisper import N_MELS as WHISPER_MELS
+from .whisper import WIDTH as WHISPER_WIDTH
+from .whisper import WhisperEncoder
 
 FORMAT_VERSION = 1
 
@@ -44,6 +48,7 @@ class ModelConfig:
     sentiments: list[str] = field(default_factory=lambda: list(SENTIMENTS))
     mel: dict = field(default_factory=lambda: MelSettings().to_dict())
     rnn: str = "gru"  # "gru" or "lstm"
+    audio_front: str = "logmel"  # "logmel" (64-band log-Mel, strided convs) or "whisper" (Whisper tiny.en's frozen encoder)
     audio_channels: int = 96
     audio_hidden: int = 96
     audio_layers: int = 2
@@ -55,21 +60,47 @@ class ModelConfig:
     max_faces: int = 16  # face crops per segment given to the model
     context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
 
+    @property
+    def voice_bands(self) -> int:
+        """Bands of the voice branch's input frames."""
+        return WHISPER_MELS if self.audio_front == "whisper" else self.mel["n_mels"]
+
+
+@torch.no_grad()
+def pooled_states(whisper: WhisperEncoder, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whisper log-Mel (B, T, 80) to the encoder's states averaged in pairs (B, T/4, 384), and their lengths."""
+    states = whisper(mel.transpose(1, 2), lengths)
+    steps = whisper.state_lengths(lengths)
+    pooled = nn.functional.avg_pool1d(states.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)
+    return pooled, ((steps + 1) // 2).clamp(min=1)
+
 
 class AudioEncoder(nn.Module):
-    """Log-Mel frames to one embedding: a strided conv front-end, a BiRNN, attention pooling."""
+    """Speech to one embedding: a front-end, a BiRNN over its frames, attention pooling.
+
+    The front-end is either strided convolutions over 64-band log-Mel frames (÷4 in time:
+    25 states a second), or Whisper tiny.en's frozen encoder over its own 80-band log-Mel,
+    its states averaged in pairs (also 25 a second) and projected. Training the whisper
+    front-end reads encoder states computed once and cached (`takes_states`, `pooled_states`): the encoder
+    never changes, and running it every epoch would cost more than the rest of training.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         n_mels, ch = cfg.mel["n_mels"], cfg.audio_channels
-        self.front = nn.Sequential(
-            nn.Conv1d(n_mels, ch, 5, stride=2, padding=2),
-            nn.BatchNorm1d(ch),
-            nn.GELU(),
-            nn.Conv1d(ch, ch, 5, stride=2, padding=2),
-            nn.BatchNorm1d(ch),
-            nn.GELU(),
-        )
+        self.whisper = WhisperEncoder().requires_grad_(False) if cfg.audio_front == "whisper" else None
+        self.takes_states = False  # True while training on cached encoder states (see `states`)
+        if self.whisper is not None:
+            self.front = nn.Sequential(nn.Linear(WHISPER_WIDTH, ch), nn.GELU())
+        else:
+            self.front = nn.Sequential(
+                nn.Conv1d(n_mels, ch, 5, stride=2, padding=2),
+                nn.BatchNorm1d(ch),
+                nn.GELU(),
+                nn.Conv1d(ch, ch, 5, stride=2, padding=2),
+                nn.BatchNorm1d(ch),
+                nn.GELU(),
+            )
         rnn = nn.GRU if cfg.rnn == "gru" else nn.LSTM
         self.rnn = rnn(ch, cfg.audio_hidden, num_layers=cfg.audio_layers, batch_first=True,
                        bidirectional=True, dropout=cfg.dropout)
@@ -77,8 +108,14 @@ class AudioEncoder(nn.Module):
         self.proj = nn.Linear(4 * cfg.audio_hidden, cfg.embed_dim)
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.front(mel.transpose(1, 2)).transpose(1, 2)  # (B, T/4, ch)
-        steps = ((lengths + 3) // 4).clamp(min=1, max=x.shape[1])
+        if self.whisper is None:
+            x = self.front(mel.transpose(1, 2)).transpose(1, 2)  # (B, T/4, ch)
+            steps = ((lengths + 3) // 4).clamp(min=1, max=x.shape[1])
+        else:
+            if not self.takes_states:
+                mel, lengths = pooled_states(self.whisper, mel, lengths)
+            x = self.front(mel)
+            steps = lengths.clamp(min=1, max=x.shape[1])
         packed = nn.utils.rnn.pack_padded_sequence(x, steps.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
@@ -228,11 +265,16 @@ class ContextNet(nn.Module):
         return self.emotion_head(h), self.sentiment_head(h)
 
 
+_FROZEN_HALF = "audio.whisper."
+
+
 def save_model(net: AvemoNet, directory: str | Path, training: dict | None = None) -> None:
     """Write weights (safetensors) and config (JSON) side by side, each atomically."""
     directory = Path(directory)
+    # the frozen Whisper encoder is kept in half precision: half the size, the same answers to 1e-3
+    state = {k: (v.half() if k.startswith(_FROZEN_HALF) else v).detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with written_whole(directory / "model.safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+        save_file(state, str(tmp))
     meta = {"format_version": FORMAT_VERSION, "architecture": asdict(net.cfg), "training": training or {}}
     with written_whole(directory / "config.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -244,16 +286,29 @@ def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
         raise AvemoError(f"{directory}: not a model folder (needs config.json and model.safetensors)")
-    meta = json.loads(config_path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise AvemoError(f"{directory}: model format {meta.get('format_version')} is not {FORMAT_VERSION}")
-    cfg = ModelConfig(**meta["architecture"])
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AvemoError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
+        raise AvemoError(f"{directory}: model format {found} is not {FORMAT_VERSION}")
+    try:
+        cfg = ModelConfig(**meta["architecture"])
+        if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm"):
+            raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}")
+        MelSettings(**cfg.mel)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AvemoError(f"{config_path}: its architecture is not one avemo knows ({type(exc).__name__}: {exc})") from None
     if list(cfg.emotions) != list(EMOTIONS) or list(cfg.sentiments) != list(SENTIMENTS):
         raise AvemoError(f"{directory}: label sets differ from MELD's ({cfg.emotions}, {cfg.sentiments})")
     if cfg.mel != MelSettings(**cfg.mel).to_dict():
         raise AvemoError(f"{directory}: feature settings in config.json are incomplete")
-    net = AvemoNet(cfg)
-    state = load_file(str(weights_path))
+    try:
+        net = AvemoNet(cfg)
+        state = load_file(str(weights_path))
+    except (RuntimeError, TypeError, ValueError, OSError, SafetensorError) as exc:  # impossible sizes, damaged weights
+        raise AvemoError(f"{directory}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     expected = net.state_dict()
     wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
     extra = sorted(set(state) - set(expected))

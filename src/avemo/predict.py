@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -19,12 +20,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .audio import MelSettings, log_mel
+from .audio import MelSettings, voice_features
 from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, FaceTracker, main_track
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .model import AvemoNet, load_net
-from .segments import GivenPlanner, Segment, SpeechPlanner, SpeechSoFar, SpeechTracker, VoiceActivity, WindowPlanner, speech_span
+from .segments import (
+    GivenPlanner,
+    Segment,
+    SpeechPlanner,
+    SpeechSoFar,
+    SpeechTracker,
+    VoiceActivity,
+    WindowPlanner,
+    fit_segments,
+    speech_span,
+)
 
 log = logging.getLogger("avemo")
 
@@ -71,9 +82,10 @@ class SegmentInputs:
 
 
 def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence[FaceObservation],
-                   speech: Sequence[tuple[float, float]], mel: MelSettings, max_faces: int, is_image: bool = False,
+                   speech: Sequence[tuple[float, float]], voice: Callable[[np.ndarray], np.ndarray], max_faces: int,
+                   is_image: bool = False,
                    wave_start: float = 0.0) -> SegmentInputs:
-    """Log-Mel of the speech span inside the segment (if the VAD heard enough speech there)
+    """The voice features (`voice`: wave to frames) of the speech span inside the segment (if the VAD heard enough speech there)
     and up to `max_faces` crops of its main face (`faces.main_track`) spread evenly over
     it. `wave` may be the part of a file's sound from `wave_start` seconds on. Shared by
     prediction and training on clips, so both see the same inputs."""
@@ -81,7 +93,7 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
     span = speech_span(seg.start, seg.end, speech, MIN_VOICE_S) if wave is not None else None
     if span is not None:
         first = round(wave_start * SAMPLE_RATE)
-        item.mel = log_mel(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first], mel)
+        item.mel = voice(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first])
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
     if inside:
         main = main_track(inside, [span] if span else ())
@@ -113,6 +125,7 @@ class Model:
         self.meta = meta
         self.cfg = net.cfg
         self.mel = MelSettings(**self.cfg.mel)
+        self.voice_features = partial(voice_features, front=self.cfg.audio_front, settings=self.mel)
         self._detector: FaceDetector | None = None
 
     @property
@@ -136,14 +149,20 @@ class Model:
         """Analyse a file, a list of files, or a mono signal.
 
         One file (or signal) gives a list of SegmentResult and raises AvemoError when it
-        cannot be analysed. A list gives {file: results}; files that fail are logged and
-        left out, so one bad file does not cost the others. `as_frame=True` returns a
-        DataFrame indexed by (file, start, end) instead. Segments follow the speech unless
-        `segments` gives them or `every` asks for fixed windows of that many seconds.
+        cannot be analysed. A list gives {file: results} in its order, where a file that
+        failed has the AvemoError that stopped it instead (also logged): one bad file does
+        not cost the others, and none is dropped unseen, as in the CLI's batch.
+        `as_frame=True` returns a DataFrame indexed by (file, start, end) instead; for a
+        list it has an `error` column (a failed file is one row with its message), like
+        the Ray engine's table. Segments follow the speech unless `segments` gives them
+        (the same times for every file of a list) or `every` asks for fixed windows of that
+        many seconds. `modalities`: a list of "audio" and/or "face", the modalities to judge by.
         """
         modalities = _check_modalities(modalities)
         if isinstance(source, np.ndarray):
-            wave = _resample(source, sampling_rate)
+            wave = _signal(source, sampling_rate)
+            if segments is not None:
+                segments = fit_segments(segments, len(wave) / SAMPLE_RATE, "signal")
             sound = (wave[i:i + SOUND_BLOCK] for i in range(0, len(wave), SOUND_BLOCK))
             results = list(self._run("signal", _heard(sound), None, _planner(segments, every, False, False), False,
                                      modalities, len(wave) / SAMPLE_RATE))
@@ -151,16 +170,16 @@ class Model:
         if isinstance(source, (str, Path)):
             results = self.predict_file(source, segments=segments, every=every, modalities=modalities)
             return to_frame({str(source): results}) if as_frame else results
-        by_file = {str(path): outcome for path, outcome in self.predict_files(source, every=every, modalities=modalities)
-                   if not isinstance(outcome, AvemoError)}
-        return to_frame(by_file) if as_frame else by_file
+        by_file = {str(path): outcome for path, outcome in self.predict_files(source, segments=segments, every=every,
+                                                                             modalities=modalities)}
+        return to_frame(by_file, errors=True) if as_frame else by_file
 
-    def predict_files(self, paths: Iterable[str | Path], every: float | None = None,
+    def predict_files(self, paths: Iterable[str | Path], segments: list[Segment] | None = None, every: float | None = None,
                       modalities: Iterable[str] = MODALITIES) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
         """Each file's results, or the AvemoError that stopped it (logged, not raised)."""
         for path in paths:
             try:
-                yield Path(path), self.predict_file(path, every=every, modalities=modalities)
+                yield Path(path), self.predict_file(path, segments=segments, every=every, modalities=modalities)
             except AvemoError as exc:
                 log.error("%s", exc)
                 yield Path(path), exc
@@ -178,12 +197,19 @@ class Model:
         (raised once the file has been read)."""
         modalities = _check_modalities(modalities)
         info = probe(path)
+        if "audio" not in modalities and not (info.has_video or info.is_image):
+            raise AvemoError(f"{path}: has no picture (sound only), and only the face was asked for (modalities: face)")
+        if "face" not in modalities and not info.has_audio:
+            raise AvemoError(f"{path}: has no audio track{' (a photo)' if info.is_image else ''}, and only the voice "
+                             "was asked for (modalities: audio)")
         if "audio" in modalities and not info.has_audio and not info.is_image:
             log.warning("%s: no audio track; judging by the face alone", path)
+        if segments is not None and not info.is_image:
+            segments = fit_segments(segments, info.duration, str(path))
         see = (info.has_video or info.is_image) and "face" in modalities
         steady_heap()
         # three threads: the sound (decoding, VAD), the frames (decoding), and the faces and the model here
-        sound = read_ahead(_heard(iter_audio(path, block_s=SOUND_BLOCK / SAMPLE_RATE)), 4) \
+        sound = read_ahead(_heard(iter_audio(path, block_s=SOUND_BLOCK / SAMPLE_RATE, track=info.audio_track)), 4) \
             if info.has_audio and "audio" in modalities else None
         frames = read_ahead(iter_frames(path, self.cfg.frame_rate), 64) if see else None
         yield from self._run(str(path), sound, frames, _planner(segments, every, see, info.is_image), info.is_image,
@@ -240,7 +266,7 @@ class Model:
         pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image)
         if not held.judged:
             voiced = heard >= MIN_VOICE_S * SAMPLE_RATE and energy / max(heard, 1) >= SILENCE_RMS ** 2
-            raise AvemoError(f"{name}: {_nothing_found(sound is not None, voiced, has_picture, modalities)}")
+            raise AvemoError(f"{name}: {_nothing_found(sound is not None, voiced, has_picture, modalities, is_image)}")
         if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
         yield from self._judge(pending, later, width / max(frame_width, 1))
@@ -258,7 +284,7 @@ class Model:
         no speed)."""
         if not chunk:
             return []
-        fused = self.net.embed(**_batch_inputs(chunk, self.cfg.crop_size, self.cfg.max_faces))
+        fused = self.net.embed(**_batch_inputs(chunk, self.cfg.crop_size, self.cfg.max_faces, self.cfg.voice_bands))
         if self.net.context is not None:
             for item, vector in zip(chunk, fused):
                 later.append((_judged(item), vector[None]))
@@ -335,7 +361,7 @@ class _Held:
         """The model's inputs for `segments`, those with anything to judge."""
         regions = speech.regions
         wave = self.sound if any(seg.speech for seg in segments) else None  # no voice to read in the others
-        items = [segment_inputs(seg, wave if seg.speech else None, self.observations, regions, model.mel,
+        items = [segment_inputs(seg, wave if seg.speech else None, self.observations, regions, model.voice_features,
                                 model.cfg.max_faces, is_image, self.sound_start) for seg in segments]
         items = [item for item in items if item.mel is not None or item.crops]
         self.judged += len(items)
@@ -349,11 +375,11 @@ class _Held:
             self.observations = [o for o in self.observations if o.time >= before]
 
 
-def _batch_inputs(chunk: list[SegmentInputs], crop_size: int, max_faces: int) -> dict[str, torch.Tensor]:
+def _batch_inputs(chunk: list[SegmentInputs], crop_size: int, max_faces: int, bands: int) -> dict[str, torch.Tensor]:
     """Pad a batch's mels and crops; rows lacking a modality are marked absent."""
     b = len(chunk)
     frames = max([len(p.mel) for p in chunk if p.mel is not None] + [1])
-    n_mels = next((p.mel.shape[1] for p in chunk if p.mel is not None), 64)
+    n_mels = next((p.mel.shape[1] for p in chunk if p.mel is not None), bands)
     mel = torch.zeros(b, frames, n_mels)
     lengths = torch.ones(b, dtype=torch.long)
     crops = torch.zeros(b, max_faces, crop_size, crop_size, dtype=torch.uint8)
@@ -383,14 +409,22 @@ def frame_rows(file: str, results: list[SegmentResult]) -> list[dict]:
     return rows
 
 
-def to_frame(by_file: dict[str, list[SegmentResult]]) -> pd.DataFrame:
-    """Results as a DataFrame indexed by (file, start, end), one column per probability."""
-    rows = [row for file, results in by_file.items() for row in frame_rows(file, results)]
+def to_frame(by_file: dict[str, list[SegmentResult] | AvemoError], errors: bool = False) -> pd.DataFrame:
+    """Results as a DataFrame indexed by (file, start, end), one column per probability.
+    With `errors`, an `error` column: None on results, the message on a failed file's one row."""
+    rows = []
+    for file, outcome in by_file.items():
+        if isinstance(outcome, AvemoError):
+            rows.append({"file": file, "start": float("nan"), "end": float("nan"), "error": str(outcome)})
+        else:
+            rows += [{**row, "error": None} if errors else row for row in frame_rows(file, outcome)]
     frame = pd.DataFrame(rows, columns=None if rows else ["file", "start", "end", "emotion", "sentiment"])
     return frame.set_index(["file", "start", "end"])
 
 
 def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(modalities, str):
+        raise AvemoError(f"modalities is a list, such as ['audio', 'face'] or ['{modalities}'], not the string {modalities!r}")
     chosen = tuple(modalities)
     unknown = set(chosen) - set(MODALITIES)
     if unknown or not chosen:
@@ -398,18 +432,30 @@ def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
     return chosen
 
 
-def _resample(signal: np.ndarray, rate: int) -> np.ndarray:
-    """A mono signal at 16 kHz (linear interpolation; decoded files are resampled by FFmpeg)."""
+def _signal(signal: np.ndarray, rate: int) -> np.ndarray:
+    """A mono signal checked and brought to 16 kHz (linear interpolation; decoded files are resampled by FFmpeg)."""
+    if not np.issubdtype(np.asarray(signal).dtype, np.number):
+        raise AvemoError(f"a signal is an array of numbers, not of {np.asarray(signal).dtype}")
     x = np.asarray(signal, dtype=np.float32)
     if x.ndim != 1:
         raise AvemoError(f"a signal must be mono (1-D), not shape {x.shape}")
-    if rate == SAMPLE_RATE or len(x) == 0:
+    if not isinstance(rate, (int, float, np.integer, np.floating)) or not np.isfinite(rate) or rate <= 0:
+        raise AvemoError(f"sampling_rate must be a positive number of samples a second, not {rate!r}")
+    if len(x) == 0:
+        raise AvemoError("the signal is empty (0 samples)")
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise AvemoError(f"the signal has {bad} samples that are not numbers (NaN or infinite)")
+    if rate == SAMPLE_RATE:
         return x
     n = int(round(len(x) * SAMPLE_RATE / rate))
     return np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
 
 
-def _nothing_found(has_audio: bool, has_voice: bool, has_picture: bool, modalities: tuple[str, ...]) -> str:
+def _nothing_found(has_audio: bool, has_voice: bool, has_picture: bool, modalities: tuple[str, ...],
+                   is_image: bool = False) -> str:
+    if is_image:
+        return "nothing to analyse: no face in the photo"
     heard = ("no speech (silent audio)" if has_audio and not has_voice else "no speech" if has_audio
              else "no audio track") if "audio" in modalities else None
     seen = ("no face in any frame" if has_picture else "no video") if "face" in modalities else None

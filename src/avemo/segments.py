@@ -15,6 +15,7 @@ segmented, and analysed, while it is still being read.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AvemoError
+
+log = logging.getLogger("avemo")
 
 VAD_CHUNK = 512  # samples at 16 kHz (32 ms), the ONNX model's frame
 VAD_CONTEXT = 64  # samples of the previous chunk the model sees before each chunk
@@ -343,8 +346,9 @@ class GivenPlanner:
         return out
 
     def finish(self, speech: list[tuple[float, float]], duration: float) -> list[Segment]:
+        """What is left, within the `duration` that decoded (a cut-off file ends early)."""
         out, self._todo = self._todo, []
-        return out
+        return [Segment(s.start, min(s.end, duration), s.speech) for s in out if s.start < duration]
 
 
 def plan_segments(duration: float, speech: list[tuple[float, float]], with_video: bool,
@@ -362,7 +366,9 @@ _SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{1,3})\s*-->\s*(\d+):(\d\d):(
 
 
 def read_segments(path: str | Path) -> list[Segment]:
-    """User-given segments: a CSV with `start,end` columns (seconds) or an SRT file."""
+    """User-given segments: a CSV with `start,end` columns (seconds; a CSV without a header
+    whose first row is two numbers is read as start,end) or an SRT file. Rows that end at
+    or before they start are refused, by their numbers (data rows, or SRT cues, from 1)."""
     path = Path(path)
     if not path.is_file():
         raise AvemoError(f"{path}: no such segments file")
@@ -375,14 +381,47 @@ def read_segments(path: str | Path) -> list[Segment]:
             end = int(h2) * 3600 + int(m2) * 60 + int(s2) + int(f2.ljust(3, "0")) / 1000
             segments.append(Segment(start, end))
     else:
-        rows = list(csv.DictReader(text.splitlines()))
-        if not rows or not {"start", "end"} <= set(rows[0]):
+        lines = [line for line in text.splitlines() if line.strip()]
+        first = next(csv.reader(lines[:1]), [])
+        if len(first) >= 2 and all(_is_number(v) for v in first[:2]):
+            lines = ["start,end"] + lines  # no header: the columns are start, end
+        rows = list(csv.DictReader(lines))
+        if not rows or not {"start", "end"} <= {k.strip() for k in rows[0] if k}:
             raise AvemoError(f"{path}: segments CSV needs 'start' and 'end' columns (seconds)")
-        try:
-            segments = [Segment(float(r["start"]), float(r["end"])) for r in rows]
-        except ValueError:
-            raise AvemoError(f"{path}: 'start' and 'end' must be numbers of seconds") from None
-    segments = [s for s in segments if s.end > s.start]
+        rows = [{k.strip(): v for k, v in r.items() if k} for r in rows]
+        wrong = [n for n, r in enumerate(rows, 1) if not (_is_number(r["start"]) and _is_number(r["end"]))]
+        if wrong:
+            raise AvemoError(f"{path}: 'start' and 'end' must be numbers of seconds (rows {_numbers(wrong)})")
+        segments = [Segment(float(r["start"]), float(r["end"])) for r in rows]
     if not segments:
-        raise AvemoError(f"{path}: no segment with end > start")
+        raise AvemoError(f"{path}: no segments in it")
+    backwards = [n for n, seg in enumerate(segments, 1) if not seg.end > seg.start]
+    if backwards:
+        raise AvemoError(f"{path}: rows {_numbers(backwards)} end at or before they start")
     return segments
+
+
+def fit_segments(segments: Sequence[Segment], duration: float, name: str) -> list[Segment]:
+    """The user's segments within the media's span [0, `duration`]: rows reaching outside it
+    are clipped, with a warning naming them; rows wholly outside it (starting at or after its
+    end, or ending before 0) are refused, by number."""
+    outside = [n for n, seg in enumerate(segments, 1) if seg.start >= duration or seg.end <= 0]
+    if outside:
+        raise AvemoError(f"{name}: segments rows {_numbers(outside)} lie outside the media (0-{duration:.3f} s)")
+    clipped = [n for n, seg in enumerate(segments, 1) if seg.start < 0 or seg.end > duration]
+    if clipped:
+        log.warning("%s: segments rows %s reach outside the media (0-%.3f s) and were clipped to it",
+                    name, _numbers(clipped), duration)
+    return [Segment(max(0.0, seg.start), min(duration, seg.end), seg.speech) for seg in segments]
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        return text is not None and np.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _numbers(rows: list[int], most: int = 10) -> str:
+    shown = ", ".join(str(n) for n in rows[:most])
+    return shown + (f" and {len(rows) - most} more" if len(rows) > most else "")

@@ -20,7 +20,7 @@ import os
 import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import cv2
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import MelSettings
+from .audio import MelSettings, voice_features
+from .augment import real_world
 from .datasets import Item, load_spec
 from .errors import AvemoError
 from .evaluate import classification_report, summary_line
@@ -60,6 +61,10 @@ class TrainSettings:
     seed: int = 0
     val_speakers: float = 0.1  # share of speakers held out for validation
     test_speakers: float = 0.2  # share held out for the final test (corpora with >= 5 speakers)
+    balance_speech: bool = True  # draw speech balanced over classes, then corpora (see `balanced_draw`)
+    init: str | None = None  # a model folder to start from; branches without training data stay as they are there
+    audio_variants: int = 0  # augmented copies of each speech file (codec, noise, gain, band), beside the clean one
+    noise_files: tuple[str, ...] = ()  # recordings the augmented copies may mix in (music, room tone)
 
 
 # ---------------------------------------------------------------- splits
@@ -114,18 +119,22 @@ def held_out_name(item: Item) -> str:
 
 # ---------------------------------------------------------------- features, cached
 
-def _whole_file(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A whole file as one segment, as `predict` sees it: the log-Mel of its speech span
-    (0 frames if it has none) and, with `max_faces` > 0, its main-face crops. Both empty
-    for a file that cannot be decoded."""
+def _whole_file(args: tuple[str, dict, str, int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A whole file as one segment, as `predict` sees it: the voice features of its speech
+    span (0 frames if it has none; for the whisper front-end, the encoder's pooled states)
+    and, with `max_faces` > 0, its main-face crops. Both empty for a file that cannot be
+    decoded. `variant` > 0 gives a copy whose speech went through `augment.real_world`
+    (with the sounds of `noise_files`), drawn from a generator seeded by the file's name
+    and the variant, so that the same copy can be made again."""
     from .faces import observe_faces
     from .media import iter_frames, probe
     from .predict import segment_inputs
     from .segments import Segment, speech_regions
 
-    path, mel, fps, max_faces = args
+    path, mel, front, variant, noise_files, fps, max_faces = args
     torch.set_num_threads(1)
-    no_mel, no_crops = np.zeros((0, mel["n_mels"]), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
+    bands = 384 if front == "whisper" else mel["n_mels"]
+    no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     try:
         info = probe(path)
         wave = load_audio(path) if info.has_audio else None
@@ -136,9 +145,41 @@ def _whole_file(args: tuple[str, dict, float, int]) -> tuple[np.ndarray, np.ndar
     speech = speech_regions(wave) if wave is not None else []
     # a file with a picture is timed by its container, as `predict` does; a sound file by its samples
     length = info.duration if info.has_video or wave is None else len(wave) / SAMPLE_RATE
-    item = segment_inputs(Segment(0.0, length), wave, frames, speech, MelSettings(**mel), max_faces)
-    m = item.mel.astype(np.float16) if item.mel is not None else no_mel
+    settings = MelSettings(**mel)
+    if variant:
+        rng = np.random.default_rng([variant, int(hashlib.sha1(Path(path).name.encode()).hexdigest()[:8], 16)])
+
+        def voice(w: np.ndarray) -> np.ndarray:
+            return voice_features(real_world(w, rng, _noises(noise_files)), front, settings)
+    else:
+        voice = partial(voice_features, front=front, settings=settings)
+    item = segment_inputs(Segment(0.0, length), wave, frames, speech, voice, max_faces)
+    m = no_mel
+    if item.mel is not None:
+        m = _encoder_states(item.mel) if front == "whisper" else item.mel.astype(np.float16)
     return m, np.stack(item.crops) if item.crops else no_crops
+
+
+@lru_cache(maxsize=1)
+def _noises(paths: tuple[str, ...]) -> list[np.ndarray]:
+    return [load_audio(p) for p in paths]
+
+
+@lru_cache(maxsize=1)
+def _whisper() -> torch.nn.Module:
+    from .whisper import WhisperEncoder, pretrained_state
+
+    encoder = WhisperEncoder()
+    encoder.load_state_dict(pretrained_state())
+    return encoder.eval()
+
+
+def _encoder_states(mel: np.ndarray) -> np.ndarray:
+    """Whisper log-Mel frames to the encoder states the whisper front-end reads (`model.pooled_states`)."""
+    from .model import pooled_states
+
+    states, _ = pooled_states(_whisper(), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
+    return states[0].numpy().astype(np.float16)
 
 
 @lru_cache(maxsize=1)
@@ -174,7 +215,7 @@ def _unragged(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 
 
 def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int,
-                    shard: int = 1000) -> list:
+                    shard: int = 1000, variant: int = 0, noise_files: tuple[str, ...] = ()) -> list:
     """Log-Mels (audio), 48x48 crops (face) or (log-Mel, crops) pairs (video) of `items`,
     from the cache or computed once.
 
@@ -185,12 +226,18 @@ def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_di
     """
     feats: list = []
     for start in range(0, len(items), shard):
-        feats += _cached_shard(items[start:start + shard], modality, cfg, cache_dir, workers)
+        feats += _cached_shard(items[start:start + shard], modality, cfg, cache_dir, workers, variant, noise_files)
     return feats
 
 
-def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int) -> list:
+def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int, variant: int,
+                  noise_files: tuple[str, ...]) -> list:
     settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE, "voice": "vad-speech-span"}
+    if cfg.audio_front != "logmel":
+        settings["front"] = cfg.audio_front
+    if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
+        settings.update(variant=variant, augment="real_world-1",
+                        noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
     if modality == "video":
         settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track")
     path = cache_dir / f"{modality}-{_cache_key(items, settings)}.npz"
@@ -206,7 +253,8 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
     else:
         faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
         with ProcessPoolExecutor(workers) as pool:
-            feats = list(pool.map(_whole_file, [(str(i.path), cfg.mel, cfg.frame_rate, faces) for i in items], chunksize=8))
+            args = [(str(i.path), cfg.mel, cfg.audio_front, variant, noise_files, cfg.frame_rate, faces) for i in items]
+            feats = list(pool.map(_whole_file, args, chunksize=8))
         if modality == "audio":
             feats = [m for m, _ in feats]
             arrays = dict(zip(("data", "offsets"), _ragged(feats)))
@@ -220,13 +268,16 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
 
 # ---------------------------------------------------------------- batches
 
-def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad mels into (B, T, n_mels); with `rng`, augmented as `augment_mel` says."""
-    clips = []
+def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generator | None,
+                step: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad voice frames into (B, T, bands); with `rng`, augmented as `augment_mel` says.
+    `step`: 10 ms frames per frame (4 for the whisper front-end's pooled states); `max_frames`
+    counts 10 ms frames."""
+    clips, max_frames = [], max_frames // step
     for m in mels:
         m = m.astype(np.float32)
         if rng is not None:
-            m = augment_mel(m, rng)
+            m = augment_mel(m, rng, step)
         if len(m) > max_frames:
             start = rng.integers(0, len(m) - max_frames + 1) if rng is not None else (len(m) - max_frames) // 2
             m = m[start:start + max_frames]
@@ -235,9 +286,11 @@ def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generato
     return torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), lengths
 
 
-def augment_mel(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment_mel(m: np.ndarray, rng: np.random.Generator, step: int = 1) -> np.ndarray:
     """Tempo (x0.85-1.15, resampling the frames), a shift of up to 3 Mel bands (a crude
-    vocal-tract-length change) and SpecAugment (two band and two time masks).
+    vocal-tract-length change) and SpecAugment (two band and two time masks). Frames of
+    `step` > 1 are encoder states, not bands: they get no band shift, and their masks
+    hide whole dimensions.
 
     Why: RAVDESS has 24 actors and TESS 2, so the voice branch sees few voices; tempo
     and band shifts make new speakers out of them, masks stop it from leaning on
@@ -249,7 +302,7 @@ def augment_mel(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     hi = np.minimum(lo + 1, len(m) - 1)
     w = (pos - lo)[:, None].astype(np.float32)
     m = m[lo] * (1 - w) + m[hi] * w
-    shift = int(rng.integers(-3, 4))
+    shift = int(rng.integers(-3, 4)) if step == 1 else 0
     if shift:
         m = np.roll(m, shift, axis=1)
         edge = slice(0, shift) if shift > 0 else slice(shift, None)
@@ -258,7 +311,7 @@ def augment_mel(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         f = rng.integers(0, 9)
         f0 = rng.integers(0, m.shape[1] - f + 1)
         m[:, f0:f0 + f] = 0.0
-        t = rng.integers(0, min(25, len(m) // 5) + 1)
+        t = rng.integers(0, min(25 // step, len(m) // 5) + 1)
         t0 = rng.integers(0, len(m) - t + 1)
         m[t0:t0 + t] = 0.0
     return m
@@ -351,11 +404,14 @@ def learning_rate(step: int, total: int, peak: float, warmup: float = 0.1) -> fl
 class Branch:
     """The cached inputs and labels of one modality's split."""
 
-    def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int = 16) -> None:
+    def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int = 16, step: int = 1,
+                 variants: list[list[np.ndarray]] | None = None) -> None:
         self.modality = modality
         self.items = items
         self.max_faces = max_faces
+        self.step = step  # 10 ms frames per voice frame
         self.feats = feats if modality != "face" else (np.stack(feats) if feats else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8))
+        self.variants = variants or []  # augmented copies of the voice features, drawn from in training
         self.emotion = np.array([i.emotion for i in items], dtype=np.int64)
         self.sentiment = np.array([i.sentiment for i in items], dtype=np.int64)
 
@@ -364,7 +420,9 @@ class Branch:
 
     def inputs(self, idx: np.ndarray, max_frames: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
         if self.modality == "audio":
-            mel, lengths = audio_batch([self.feats[i] for i in idx], max_frames, rng)
+            pick = rng.integers(0, len(self.variants) + 1, len(idx)) if rng is not None else np.zeros(len(idx), int)
+            mels = [self.variants[k - 1][i] if k else self.feats[i] for i, k in zip(idx, pick)]
+            mel, lengths = audio_batch(mels, max_frames, rng, self.step)
             return {"mel": mel, "mel_lengths": lengths}
         if self.modality == "face":
             crops = face_batch(self.feats[idx], rng)
@@ -376,7 +434,7 @@ class Branch:
         n_mels = self.feats[0][0].shape[1]
         mels = [self.feats[i][0] if len(self.feats[i][0]) else np.zeros((1, n_mels), np.float16) for i in idx]
         has_audio = torch.tensor([len(self.feats[i][0]) > 0 for i in idx])
-        mel, lengths = audio_batch(mels, max_frames, rng)
+        mel, lengths = audio_batch(mels, max_frames, rng, self.step)
         crops = torch.zeros(len(idx), self.max_faces, CROP_SIZE, CROP_SIZE, dtype=torch.uint8)
         mask = torch.zeros(len(idx), self.max_faces, dtype=torch.bool)
         for row, i in enumerate(idx):
@@ -392,6 +450,51 @@ class Branch:
             has_face &= torch.from_numpy(~(both & (draw >= 0.75)))
         return {"mel": mel, "mel_lengths": lengths, "crops": crops, "crop_mask": mask & has_face[:, None],
                 "has_audio": has_audio, "has_face": has_face}
+
+
+def balanced_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` indices of `items`: a class drawn uniformly, then a corpus that has it, then one of
+    its files. Why: the corpora differ tenfold in size and in which classes they have; drawn
+    in proportion, ASED and nEMO would set the voice branch's idea of every class, and the
+    classes few corpora have (disgust, surprise) would look rare."""
+    by_class: dict[int, dict[str, list[int]]] = {}
+    for k, item in enumerate(items):
+        by_class.setdefault(item.emotion, {}).setdefault(item.corpus, []).append(k)
+    classes = sorted(by_class)
+    out = np.empty(n, dtype=np.int64)
+    for j, c in enumerate(rng.integers(0, len(classes), n)):
+        corpora = by_class[classes[c]]
+        files = corpora[sorted(corpora)[int(rng.integers(0, len(corpora)))]]
+        out[j] = files[int(rng.integers(0, len(files)))]
+    return out
+
+
+def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> AvemoNet:
+    """A new network; with `s.init`, that model's weights, where the branches without data
+    in this run (and the shared heads) are frozen, so that a voice branch trained alone
+    learns to speak the heads' language the face branch already speaks. The whisper
+    front-end's encoder comes pretrained, frozen, and is fed cached states."""
+    from .whisper import pretrained_state
+
+    net = AvemoNet(cfg)
+    if cfg.audio_front == "whisper":
+        net.audio.whisper.load_state_dict(pretrained_state())
+        net.audio.takes_states = True
+    if s.init:
+        start, _ = load_net(s.init)
+        mine = net.state_dict()
+        kept = {k: v for k, v in start.state_dict().items() if k in mine and v.shape == mine[k].shape
+                and not k.startswith("audio.whisper.")}
+        net.load_state_dict(kept, strict=False)
+        trained = {"audio": ("audio",), "face": ("face",), "video": ("audio", "face", "gate")}
+        open_parts = {part for m in active for part in trained[m]}
+        if "video" in active or {"audio", "face"} <= set(active):
+            open_parts |= {"norm", "emotion_head", "sentiment_head", "gate"}
+        for name, module in net.named_children():
+            if name not in open_parts:
+                module.requires_grad_(False)
+        log.info("starting from %s; trained: %s", s.init, ", ".join(sorted(open_parts)))
+    return net
 
 
 def _run_key(cfg: ModelConfig, s: TrainSettings, branches: dict[str, dict[str, Branch]]) -> str:
@@ -503,14 +606,20 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     # same whichever files a split (a seed, a cross-validation fold) puts where
     if rank:
         torch.distributed.barrier()  # rank 0 fills the cache, the others then read it
-    features = {}
+    features, variants = {}, {}
     for modality in BRANCHES:
         chosen = [i for i in items if i.modality == modality]
         if chosen:
             features.update(zip(chosen, cached_features(chosen, modality, cfg, cache_dir, workers)))
+        if chosen and modality == "audio":
+            for k in range(1, s.audio_variants + 1):
+                copies = cached_features(chosen, modality, cfg, cache_dir, workers, variant=k, noise_files=s.noise_files)
+                for item, copy in zip(chosen, copies):
+                    variants.setdefault(item, []).append(copy)
     if world > 1 and not rank:
         torch.distributed.barrier()
     branches: dict[str, dict[str, Branch]] = {}
+    step = 4 if cfg.audio_front == "whisper" else 1  # the cache holds the encoder's pooled states
     for name, group in splits.items():
         for modality in BRANCHES:
             chosen = [i for i in group if i.modality == modality]
@@ -521,20 +630,23 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
                 log.warning("%s %s: %d of %d files could not be used (%s); skipped",
                             name, modality, len(chosen) - len(usable), len(chosen), why)
                 chosen, feats = [chosen[k] for k in usable], [feats[k] for k in usable]
-            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces)
+            copies = [[variants[i][k] for i in chosen] for k in range(s.audio_variants)] if modality == "audio" else None
+            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces, step, copies)
     active = [m for m in BRANCHES if len(branches[m]["train"])]
     if not active:
         raise AvemoError("no training files: every corpus given is empty in its train split")
     for m in active:
         log.info("%s: %s", m, {k: len(v) for k, v in branches[m].items()})
 
-    net = AvemoNet(cfg).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    net = _initial_net(cfg, s, active).to(device)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
     batch = {"audio": s.audio_batch, "face": s.face_batch, "video": s.video_batch}
     steps_per_epoch = max(max(1, len(branches[m]["train"]) // batch[m]) for m in active)
     total_steps = s.epochs * steps_per_epoch
+    # speech is drawn balanced over classes and corpora (`balanced_draw`): its loss needs no class weights
     weights = {
-        m: {"emotion": balanced_weights(branches[m]["train"].emotion, len(EMOTIONS)).to(device),
+        m: {"emotion": (torch.ones(len(EMOTIONS)) if m == "audio" and s.balance_speech else
+                        balanced_weights(branches[m]["train"].emotion, len(EMOTIONS))).to(device),
             "sentiment": balanced_weights(branches[m]["train"].sentiment, len(SENTIMENTS)).to(device)}
         for m in active
     }
@@ -560,7 +672,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         # one process augments with the batch generator (as the shipped model was trained);
         # under torchrun each rank augments its share of the batch with its own generator
         augment = rng if world == 1 else np.random.default_rng([s.seed, state["epoch"], rank])
-        orders = {m: rng.permutation(len(branches[m]["train"])) for m in active}
+        orders = {m: balanced_draw(branches[m]["train"].items, steps_per_epoch * batch[m], rng)
+                  if m == "audio" and s.balance_speech else rng.permutation(len(branches[m]["train"])) for m in active}
         total = 0.0
         for step in range(steps_per_epoch):
             parts = []
@@ -591,6 +704,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
             return {}
 
     net, _ = load_net(out_dir / "best")
+    net.audio.takes_states = cfg.audio_front == "whisper"
     scores = {}
     for m in active:
         if len(branches[m]["test"]):

