@@ -3,7 +3,7 @@ import pytest
 from avemo.datasets import load_spec
 from avemo.errors import AvemoError
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
-from avemo.train import TrainSettings, split_items
+from avemo.splits import split_items
 
 from .conftest import DATA
 
@@ -44,13 +44,13 @@ def test_bad_specs(tmp_path):
 
 def test_splits_never_share_a_speaker():
     items = load_spec(f"ravdess:{DATA / 'ravdess_speech'}") + load_spec(f"tess:{DATA / 'tess'}")
-    splits = split_items(items, TrainSettings())
+    splits = split_items(items)
     speakers = {k: {i.speaker for i in v} for k, v in splits.items()}
     assert not speakers["train"] & speakers["val"] and not speakers["train"] & speakers["test"]
     assert not speakers["val"] & speakers["test"]
     assert len(speakers["test"]) == 4 and len(speakers["val"]) == 2
     # a corpus holds out the same speakers whatever corpora are given beside it
-    alone = split_items([i for i in items if i.corpus == "ravdess"], TrainSettings())
+    alone = split_items([i for i in items if i.corpus == "ravdess"])
     assert {i.speaker for i in alone["test"]} == speakers["test"]
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from avemo.evaluate import classification_report, summary_line
+from avemo.metrics import classification_report, summary_line
 
 
 def test_majority_answer_is_flagged_as_collapsed():
@@ -72,7 +72,7 @@ def test_test_split_is_the_speakers_the_model_held_out():
     import avemo
     from avemo.datasets import load_spec
     from avemo.evaluate import test_items
-    from avemo.train import held_out_name
+    from avemo.splits import held_out_name
 
     from .conftest import DATA
 

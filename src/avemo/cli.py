@@ -5,6 +5,8 @@
     avemo evaluate --manifest M.csv|--data KIND:PATH --report report.json
     avemo train --data KIND:PATH [--data ...] --out MODEL_DIR
     avemo train --features MELD.pkl --labels CSV_DIR --arch gru|lstm --out DIR
+    avemo serve [--host 127.0.0.1] [--port 8000] [--token T]
+    avemo plot results.csv --out curve.png
 
 A user's mistake prints one line on stderr and exits 1; in a batch, a bad file is
 reported by name and skipped, the rest finish, and the exit status is 1.
@@ -156,9 +158,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .datasets import load_spec
-    from .evaluate import confusion_png, evaluate_items, summary_line, test_items
+    from .evaluate import confusion_png, evaluate_items, test_items
+    from .metrics import summary_line
     from .predict import load_model
-    from .train import TrainSettings, split_items
+    from .splits import split_items
 
     if bool(args.manifest) == bool(args.data):
         raise AvemoError("give either --manifest M.csv or --data KIND:PATH")
@@ -170,7 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.split == "test":
             items = test_items(items, model.meta)
         elif args.split != "all":
-            items = split_items(items, TrainSettings())[args.split]
+            items = split_items(items)[args.split]
     if not items:
         raise AvemoError("no labelled files to evaluate")
     modalities = tuple(m.strip() for m in args.modalities.split(","))
@@ -205,6 +208,29 @@ def _train(args: argparse.Namespace) -> int:
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()))
     train(args.data, args.out, settings, ModelConfig(rnn=args.arch, audio_front=args.audio_front), cache_dir=args.cache,
           workers=args.workers)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from .web import ServeSettings, serve
+    except ImportError as exc:
+        raise AvemoError(f"the server needs its extra: pip install 'avemo[serve]' ({exc.name} is missing)") from None
+    serve(ServeSettings(host=args.host, port=args.port, workers=args.workers, queue=args.queue,
+                        max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration,
+                        ttl_s=args.ttl, token=args.token or os.environ.get("AVEMO_TOKEN") or None, model=args.model))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    try:
+        from .plot import plot_timeline
+    except ImportError as exc:
+        raise AvemoError(f"plotting needs matplotlib: pip install 'avemo[serve]' ({exc.name} is missing)") from None
+    plot_timeline(args.results, args.out, args.file)
+    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -270,6 +296,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", type=Path, default=Path(".avemo-cache"), help="feature cache folder")
     _common(t, argparse.SUPPRESS)
     t.set_defaults(func=_train)
+
+    v = sub.add_parser("serve", help="the web app and HTTP API (upload page, timeline, live camera + microphone)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                   "any other needs --token)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--token", help="every request must carry it (Authorization: Bearer, or ?token=); default $AVEMO_TOKEN")
+    v.add_argument("--workers", type=int, default=1, help="jobs analysed at once, each worker with its own model")
+    v.add_argument("--queue", type=int, default=8, help="jobs that may wait; more are answered 429")
+    v.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload, checked as it streams in")
+    v.add_argument("--max-duration", type=float, default=4 * 3600.0, metavar="SECONDS", help="longest media accepted")
+    v.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS",
+                   help="finished jobs and their uploads are deleted this long after they end")
+    v.add_argument("--model", help="model folder (default: the shipped model)")
+    _common(v, argparse.SUPPRESS)
+    v.set_defaults(func=_serve)
+
+    g = sub.add_parser("plot", help="draw a results CSV's emotion timeline to a PNG (for reports)")
+    g.add_argument("results", type=Path, help="a CSV written by avemo predict")
+    g.add_argument("--out", type=Path, required=True, help="PNG to write")
+    g.add_argument("--file", help="with results of several files: the one to draw (default: the first)")
+    _common(g, argparse.SUPPRESS)
+    g.set_defaults(func=_plot)
     return parser
 
 

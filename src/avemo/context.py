@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AvemoError
-from .evaluate import classification_report, summary_line
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights, emotion_index, sentiment_index
+from .metrics import classification_report, summary_line
 from .model import ContextNet
 
 log = logging.getLogger("avemo")

@@ -1,8 +1,7 @@
-"""Evaluation: the scores a demanding reader asks for, with the majority baseline beside them.
+"""Evaluation: a model's scores on labelled files, beside the majority baseline (`metrics`).
 
-A model that always answers the majority class scores the majority share in accuracy
-(48% on MELD's test set): every report carries that baseline and a `collapsed` flag
-(one class takes more than 80% of the predictions), so such a model can't pass unseen.
+Each file is judged whole, as a user's clip would be; a model is scored on the speakers it
+records as held out of its training (`test_items`).
 """
 
 from __future__ import annotations
@@ -12,49 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .metrics import classification_report
+from .splits import held_out_name, split_items
+
 if TYPE_CHECKING:
     from .datasets import Item
     from .predict import Model
-
-COLLAPSE_SHARE = 0.8
-
-
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, weighted/macro F1, UAR, majority baseline, per-class scores and confusion."""
-    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
-    k = len(labels)
-    confusion = np.zeros((k, k), dtype=int)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    support = confusion.sum(1)
-    predicted = confusion.sum(0)
-    tp = np.diag(confusion)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
-    n = int(support.sum())
-    present = support > 0
-    return {
-        "n": n,
-        "accuracy": float(tp.sum() / n) if n else 0.0,
-        "weighted_f1": float((f1 * support).sum() / n) if n else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "uar": float(recall[present].mean()) if present.any() else 0.0,
-        "majority_accuracy": float(support.max() / n) if n else 0.0,
-        "collapsed": bool(n and predicted.max() / n > COLLAPSE_SHARE),
-        "per_class": {
-            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-            for i, label in enumerate(labels)
-        },
-        "confusion": {"labels": list(labels), "matrix": confusion.tolist()},
-    }
-
-
-def summary_line(name: str, report: dict) -> str:
-    """One line: accuracy and F1 beside the majority baseline, flagging collapse."""
-    flag = "  COLLAPSED to one class" if report["collapsed"] else ""
-    return (f"{name}: n={report['n']} accuracy {report['accuracy']:.3f} (majority {report['majority_accuracy']:.3f}) "
-            f"macro-F1 {report['macro_f1']:.3f} weighted-F1 {report['weighted_f1']:.3f} UAR {report['uar']:.3f}{flag}")
-
 
 def test_items(items: list[Item], model_meta: dict) -> list[Item]:
     """The test split of `items` for this model: the speakers (or corpus splits) its
@@ -63,14 +25,12 @@ def test_items(items: list[Item], model_meta: dict) -> list[Item]:
     Why the record comes first: the split a training run draws depends on all corpora it
     was given, so re-splitting one corpus alone can pick speakers the model was trained on.
     """
-    from .train import TrainSettings, held_out_name, split_items
-
     held = {name for names in model_meta.get("training", {}).get("held_out", {}).values() for name in names}
     recorded = [i for i in items if held_out_name(i) in held]
     if recorded:
         return recorded
 
-    return split_items(items, TrainSettings())["test"]
+    return split_items(items)["test"]
 
 
 def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] = ("audio", "face"),

@@ -190,11 +190,14 @@ class Model:
         return list(self.stream(path, segments=segments, every=every, modalities=modalities))
 
     def stream(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
-               modalities: Iterable[str] = MODALITIES) -> Iterator[SegmentResult]:
+               modalities: Iterable[str] = MODALITIES, progress: Callable[[float, float], None] | None = None
+               ) -> Iterator[SegmentResult]:
         """One media file's results, each as soon as its segment is analysed: a long video is
         read in bounded pieces, its first results come while the rest decodes, and memory
         stays the same however long it is. AvemoError when nothing in it can be analysed
-        (raised once the file has been read)."""
+        (raised once the file has been read). `progress(seconds, duration)` is called as the
+        file is read: how far the pipeline has got, of the media's duration; an exception it
+        raises stops the run (a cancelled job)."""
         modalities = _check_modalities(modalities)
         info = probe(path)
         if "audio" not in modalities and not (info.has_video or info.is_image):
@@ -213,17 +216,31 @@ class Model:
             if info.has_audio and "audio" in modalities else None
         frames = read_ahead(iter_frames(path, self.cfg.frame_rate), 64) if see else None
         yield from self._run(str(path), sound, frames, _planner(segments, every, see, info.is_image), info.is_image,
-                             modalities, info.duration, info.width)
+                             modalities, info.duration, info.width, progress=progress)
+
+    def live(self, sound: Iterable[np.ndarray], frames: Iterable[tuple[float, np.ndarray]] | None = None, *,
+             modalities: Iterable[str] = MODALITIES, width: int = 0) -> Iterator[SegmentResult]:
+        """Results for sound and frames as they arrive (a microphone and a camera): `sound`
+        yields blocks of 16 kHz mono float32 (a quarter of a second is a good size), `frames`
+        (time in s on the sound's clock, grey uint8 picture) as they are taken; either
+        iterable may wait for more. Each segment is judged on its own as soon as it settles
+        (speech a pause after it ends; a face-only window once it is over), not in batches.
+        `width`: the camera picture's, to give face boxes in its pixels."""
+        modalities = _check_modalities(modalities)
+        sound = _heard(sound) if "audio" in modalities else None
+        frames = iter(frames) if frames is not None and "face" in modalities else None
+        return self._run("live", sound, frames, SpeechPlanner(frames is not None), False, modalities, 0.0, width, batch=1)
 
     # ------------------------------------------------------------ stages
 
     def _run(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray]] | None,
              frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
-             modalities: tuple[str, ...], declared: float, width: int = 0) -> Iterator[SegmentResult]:
+             modalities: tuple[str, ...], declared: float, width: int = 0, batch: int = INFER_BATCH,
+             progress: Callable[[float, float], None] | None = None) -> Iterator[SegmentResult]:
         """The pipeline over a file's sound (blocks, with their VAD probabilities) and its
         frames, a block at a time: the segments each step settles are analysed and given
         out, and what no later segment needs (sound, faces) is let go. `width`: the
-        picture's, to give face boxes in its pixels."""
+        picture's, to give face boxes in its pixels. Segments are judged `batch` at a time."""
         hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image), _Held()
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
@@ -255,9 +272,12 @@ class Model:
                 speech = hearing.so_far() if known is None else replace(known, known_until=seen_until)
                 pending += held.inputs(planner.advance(speech), speech, self, is_image)
                 held.let_go(planner.keep_from)
-                while len(pending) >= INFER_BATCH:
-                    yield from self._judge(pending[:INFER_BATCH], later, width / max(frame_width, 1))
-                    pending = pending[INFER_BATCH:]
+                while len(pending) >= batch:
+                    yield from self._judge(pending[:batch], later, _scale(width, frame_width))
+                    pending = pending[batch:]
+                if progress is not None:
+                    reached = max(seen_until, heard / SAMPLE_RATE)
+                    progress(min(reached, declared) if declared else reached, declared)
         decoded_until = max(seen_until, heard / SAMPLE_RATE)
         if decoded_until == 0.0:
             raise AvemoError(f"{name}: nothing in it decodes: damaged, or cut off near its start")
@@ -269,12 +289,12 @@ class Model:
             raise AvemoError(f"{name}: {_nothing_found(sound is not None, voiced, has_picture, modalities, is_image)}")
         if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
-        yield from self._judge(pending, later, width / max(frame_width, 1))
+        yield from self._judge(pending, later, _scale(width, frame_width))
         if self.net.context is not None:
             items, fused = zip(*later)
             with torch.no_grad():
                 emo, sent = (logits[0] for logits in self.net.context(torch.cat(fused)[None], torch.tensor([len(items)])))
-            yield from self._results(list(items), emo, sent, width / max(frame_width, 1))
+            yield from self._results(list(items), emo, sent, _scale(width, frame_width))
 
     @torch.no_grad()
     def _judge(self, chunk: list[SegmentInputs], later: list, box_scale: float) -> list[SegmentResult]:
@@ -321,6 +341,11 @@ def _planner(segments: list[Segment] | None, every: float | None, with_video: bo
     if every is not None:
         return WindowPlanner(every)
     return SpeechPlanner(with_video)
+
+
+def _scale(width: int, frame_width: int) -> float:
+    """Source pixels per sampled-frame pixel (1 where the source's width is not known: live frames)."""
+    return width / frame_width if width and frame_width else 1.0
 
 
 def _heard(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

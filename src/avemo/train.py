@@ -32,12 +32,13 @@ from .audio import MelSettings, voice_features
 from .augment import real_world
 from .datasets import Item, load_spec
 from .errors import AvemoError
-from .evaluate import classification_report, summary_line
 from .faces import CROP_SIZE
 from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from .media import SAMPLE_RATE, load_audio
+from .metrics import classification_report, summary_line
 from .model import AvemoNet, ModelConfig, load_net, save_model
+from .splits import held_out_name, split_items
 
 log = logging.getLogger("avemo")
 
@@ -65,56 +66,6 @@ class TrainSettings:
     init: str | None = None  # a model folder to start from; branches without training data stay as they are there
     audio_variants: int = 0  # augmented copies of each speech file (codec, noise, gain, band), beside the clean one
     noise_files: tuple[str, ...] = ()  # recordings the augmented copies may mix in (music, room tone)
-
-
-# ---------------------------------------------------------------- splits
-
-def split_items(items: list[Item], s: TrainSettings) -> dict[str, list[Item]]:
-    """train / val / test with no speaker in two of them.
-
-    Corpora with their own split keep it (their val also serves as test where they
-    have no test). Corpora with 5+ speakers hold out whole speakers; corpora with
-    fewer speakers (TESS has 2) train only. Each corpus draws from its own generator
-    (seeded by the seed and its name), so the speakers it holds out do not depend on
-    the corpora given beside it; a model still records them (config.json `held_out`).
-    """
-    out: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
-    by_corpus: dict[str, list[Item]] = {}
-    for item in items:
-        by_corpus.setdefault(item.corpus, []).append(item)
-    for corpus, group in sorted(by_corpus.items()):
-        rng = random.Random(f"{s.seed}:{corpus}")
-        if any(i.split for i in group):
-            own = {sp: [i for i in group if i.split == sp] for sp in ("train", "val", "test")}
-            test = own["test"] or own["val"]
-            train = own["train"]
-            val = own["val"] if own["test"] else []
-            if not val:  # carve validation from training files (no speakers known to keep apart)
-                train = train[:]
-                rng.shuffle(train)
-                cut = max(1, int(len(train) * s.val_speakers))
-                val, train = train[:cut], train[cut:]
-            out["train"] += train
-            out["val"] += val
-            out["test"] += test
-            continue
-        speakers = sorted({i.speaker for i in group if i.speaker})
-        if len(speakers) < 5:
-            out["train"] += group
-            continue
-        rng.shuffle(speakers)
-        n_test = max(1, round(len(speakers) * s.test_speakers))
-        n_val = max(1, round(len(speakers) * s.val_speakers))
-        test, val = set(speakers[:n_test]), set(speakers[n_test:n_test + n_val])
-        for item in group:
-            out["test" if item.speaker in test else "val" if item.speaker in val else "train"].append(item)
-    return out
-
-
-def held_out_name(item: Item) -> str:
-    """How a model's card names the group an item was held out with: `corpus:speaker`,
-    or `corpus:split` where speakers are unknown (FER2013's `fer2013:val`)."""
-    return f"{item.corpus}:{item.speaker or item.split or '?'}"
 
 
 # ---------------------------------------------------------------- features, cached
@@ -469,6 +420,11 @@ def balanced_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.nda
     return out
 
 
+def _brief(report: dict) -> dict:
+    """A report's headline figures, as a model card keeps them."""
+    return {k: report[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "majority_accuracy", "collapsed")}
+
+
 def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> AvemoNet:
     """A new network; with `s.init`, that model's weights, where the branches without data
     in this run (and the shared heads) are frozen, so that a voice branch trained alone
@@ -481,15 +437,19 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> Avemo
         net.audio.whisper.load_state_dict(pretrained_state())
         net.audio.takes_states = True
     if s.init:
-        start, _ = load_net(s.init)
-        mine = net.state_dict()
-        kept = {k: v for k, v in start.state_dict().items() if k in mine and v.shape == mine[k].shape
-                and not k.startswith("audio.whisper.")}
-        net.load_state_dict(kept, strict=False)
         trained = {"audio": ("audio",), "face": ("face",), "video": ("audio", "face", "gate")}
         open_parts = {part for m in active for part in trained[m]}
         if "video" in active or {"audio", "face"} <= set(active):
             open_parts |= {"norm", "emotion_head", "sentiment_head", "gate"}
+        start, _ = load_net(s.init)
+        mine = net.state_dict()
+        # only what stays frozen is taken: a branch trained here starts fresh, so that nothing it
+        # learnt there (from speakers this run may hold out) carries over
+        kept = {k: v for k, v in start.state_dict().items() if k.split(".")[0] not in open_parts}
+        wrong = [k for k, v in kept.items() if k not in mine or v.shape != mine[k].shape]
+        if wrong:
+            raise AvemoError(f"--init {s.init}: its frozen parts do not fit this architecture (first: {wrong[0]})")
+        net.load_state_dict(kept, strict=False)
         for name, module in net.named_children():
             if name not in open_parts:
                 module.requires_grad_(False)
@@ -528,13 +488,20 @@ def predict_branch(net: AvemoNet, branch: Branch) -> tuple[np.ndarray, np.ndarra
     return emo.argmax(1).cpu().numpy(), sent.argmax(1).cpu().numpy()
 
 
-def branch_reports(net: AvemoNet, branch: Branch) -> dict:
+def branch_reports(net: AvemoNet, branch: Branch, by_corpus: bool = False) -> dict:
+    """Emotion and sentiment reports over a branch split; with `by_corpus`, also one emotion
+    report per corpus in it (`"corpora"`), since a pooled figure hides the corpus it fails on."""
     emo, sent = predict_branch(net, branch)
     known = branch.sentiment != UNKNOWN
-    return {
+    out = {
         "emotion": classification_report(branch.emotion, emo, list(EMOTIONS)),
         "sentiment": classification_report(branch.sentiment[known], sent[known], list(SENTIMENTS)),
     }
+    if by_corpus:
+        corpus = np.array([i.corpus for i in branch.items])
+        out["corpora"] = {c: classification_report(branch.emotion[corpus == c], emo[corpus == c], list(EMOTIONS))
+                          for c in sorted(set(corpus))}
+    return out
 
 
 class _StepLoss(torch.nn.Module):
@@ -601,7 +568,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     np.random.seed(s.seed)
     torch.manual_seed(s.seed)
     items = [item for spec in data_specs for item in load_spec(spec)]
-    splits = split_items(items, s)
+    splits = split_items(items, s.seed, s.val_speakers, s.test_speakers)
     # features of all files at once, in the corpora's order: the cache shards then stay the
     # same whichever files a split (a seed, a cross-validation fold) puts where
     if rank:
@@ -708,8 +675,10 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     scores = {}
     for m in active:
         if len(branches[m]["test"]):
-            scores[m] = branch_reports(net, branches[m]["test"])
+            scores[m] = branch_reports(net, branches[m]["test"], by_corpus=True)
             log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
+            for corpus, report in scores[m]["corpora"].items():
+                log.info("  %s", summary_line(f"test {m} emotion, {corpus}", report))
     context = train_context_stage(net, branches, s.seed)
     if context:
         scores["context"] = context
@@ -720,7 +689,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         "held_out": {m: sorted({held_out_name(i) for i in branches[m]["test"].items}) for m in active},
         "settings": asdict(s),
         "history": state["history"],
-        "test": {m: {task: {k: r[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "majority_accuracy", "collapsed")}
+        "test": {m: {task: _brief(r) if task != "corpora" else {c: _brief(x) for c, x in r.items()}
                      for task, r in rep.items()} for m, rep in scores.items()},
     }
     save_model(net, out_dir, training)

@@ -1,0 +1,128 @@
+// avemo's pages: the timeline (SVG drawn here, no library), the face box over a player, and the
+// calls to the server's API. Plain browser JavaScript, no build step.
+"use strict";
+
+const EMOTIONS = ["neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust"];
+const SENTIMENTS = ["positive", "neutral", "negative"];
+// the same colours as `avemo plot` (plot.py)
+const EMOTION_COLOURS = {neutral: "#9e9e9e", joy: "#f4b400", sadness: "#4285f4", anger: "#db4437",
+                         surprise: "#ab47bc", fear: "#00897b", disgust: "#6d4c41"};
+const SENTIMENT_COLOURS = {positive: "#0f9d58", neutral: "#bdbdbd", negative: "#c62828"};
+const SVG = "http://www.w3.org/2000/svg";
+
+// A token given as ?token= travels on (the server also keeps it as a cookie for media and events).
+const TOKEN = new URLSearchParams(location.search).get("token");
+function api(path) {
+  return TOKEN ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : path;
+}
+function page(path) { return api(path); }
+
+function el(tag, attrs = {}, text) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function legend(target) {
+  target.replaceChildren(...EMOTIONS.map(e => {
+    const item = el("span"); item.append(el("i", {style: `background:${EMOTION_COLOURS[e]}`}), e); return item;
+  }), ...SENTIMENTS.map(s => {
+    const item = el("span"); item.append(el("i", {style: `background:${SENTIMENT_COLOURS[s]}`}), s + " (sentiment)"); return item;
+  }));
+}
+
+// The timeline: the seven emotion probabilities stacked over time (a step per segment) and a
+// sentiment strip under them; `onSeek(t)` is called with the time clicked.
+class Timeline {
+  constructor(svg, onSeek) {
+    this.svg = svg; this.segments = []; this.duration = 0; this.onSeek = onSeek;
+    this.width = 1000; this.height = 170; this.strip = 22;
+    svg.setAttribute("viewBox", `0 0 ${this.width} ${this.height + this.strip + 18}`);
+    svg.addEventListener("click", ev => {
+      const box = svg.getBoundingClientRect();
+      const t = (ev.clientX - box.left) / box.width * this.span();
+      if (this.onSeek) this.onSeek(Math.max(0, Math.min(t, this.span())));
+    });
+    this.layer = el("svg:g"); this.cursor = el("svg:line", {y1: 0, y2: this.height + this.strip, stroke: "#212121",
+      "stroke-width": 2, "data-role": "cursor"});
+    this.axis = el("svg:g");
+    svg.append(this.layer, this.axis, this.cursor);
+  }
+  span() {
+    const last = this.segments.reduce((m, s) => Math.max(m, s.end > s.start ? s.end : s.start + 1), 0);
+    return Math.max(this.duration || 0, last, 1);
+  }
+  x(t) { return t / this.span() * this.width; }
+  add(segment) { this.segments.push(segment); this.draw(); }
+  setDuration(d) { this.duration = d; this.draw(); }
+  draw() {
+    const parts = [];
+    for (const s of this.segments) {
+      const a = this.x(s.start), b = this.x(s.end > s.start ? s.end : s.start + 1), w = Math.max(b - a, 1);
+      let y = this.height;
+      for (const e of EMOTIONS) {
+        const h = (s.emotion_probs[e] || 0) * this.height;
+        y -= h;
+        parts.push(el("svg:rect", {x: a, y, width: w, height: h, fill: EMOTION_COLOURS[e], "data-emotion": e}));
+      }
+      const strength = s.sentiment_probs[s.sentiment] || 1;
+      parts.push(el("svg:rect", {x: a, y: this.height + 2, width: w, height: this.strip - 4,
+        fill: SENTIMENT_COLOURS[s.sentiment], "fill-opacity": 0.35 + 0.65 * strength, "data-role": "sentiment"}));
+      const seg = el("svg:rect", {x: a, y: 0, width: w, height: this.height + this.strip, fill: "transparent",
+        "data-role": "segment", "data-start": s.start, "data-end": s.end});
+      seg.append(el("svg:title", {}, `${s.start.toFixed(2)}–${s.end.toFixed(2)} s: ${s.emotion}, ${s.sentiment}`));
+      parts.push(seg);
+    }
+    this.layer.replaceChildren(...parts);
+    const ticks = [], span = this.span(), step = niceStep(span / 8);
+    for (let t = 0; t <= span + 1e-9; t += step) {
+      ticks.push(el("svg:text", {x: Math.min(this.x(t) + 2, this.width - 30), y: this.height + this.strip + 14,
+        "font-size": 11, fill: "#757575"}, formatTime(t)));
+    }
+    this.axis.replaceChildren(...ticks);
+  }
+  move(t) { const x = this.x(t); this.cursor.setAttribute("x1", x); this.cursor.setAttribute("x2", x); }
+}
+
+function niceStep(raw) {
+  for (const s of [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600]) if (s >= raw) return s;
+  return 7200;
+}
+function formatTime(t) {
+  const m = Math.floor(t / 60), s = t - 60 * m;
+  return m ? `${m}:${s.toFixed(0).padStart(2, "0")}` : `${s.toFixed(s < 10 && s % 1 ? 1 : 0)} s`;
+}
+
+function segmentAt(segments, t) {
+  return segments.find(s => t >= s.start && t < (s.end > s.start ? s.end : s.start + 1)) || null;
+}
+
+// The judged face's box over a player or picture: its `face_box` is in the media's own pixels.
+function placeBox(box, media, faceBox, naturalWidth, naturalHeight) {
+  if (!faceBox || !naturalWidth) { box.style.display = "none"; return; }
+  const sx = media.clientWidth / naturalWidth, sy = media.clientHeight / naturalHeight;
+  const [x, y, w, h] = faceBox;
+  Object.assign(box.style, {display: "block", left: `${x * sx}px`, top: `${y * sy}px`, width: `${w * sx}px`,
+                            height: `${h * sy}px`});
+}
+
+function showNow(target, segment) {
+  if (!segment) { target.innerHTML = "<span class='muted'>no segment here</span>"; return; }
+  target.replaceChildren(
+    labelled("emotion", `${segment.emotion} ${(segment.emotion_probs[segment.emotion] * 100).toFixed(0)}%`),
+    labelled("sentiment", `${segment.sentiment} ${(segment.sentiment_probs[segment.sentiment] * 100).toFixed(0)}%`),
+    labelled("judged by", segment.modalities.join(" + ") || "–"));
+}
+function labelled(name, value) {
+  const span = el("span"); span.append(name + ": ", el("b", {"data-role": name.replace(" ", "-")}, value)); return span;
+}
+
+function segmentRow(s, onClick) {
+  const row = el("tr");
+  for (const v of [s.start.toFixed(2), s.end.toFixed(2), `${s.emotion} (${s.emotion_probs[s.emotion].toFixed(2)})`,
+                   `${s.sentiment} (${s.sentiment_probs[s.sentiment].toFixed(2)})`, s.modalities.join("+"), s.faces,
+                   s.face_box ? s.face_box.join(", ") : "–"]) row.append(el("td", {}, String(v)));
+  if (onClick) row.addEventListener("click", () => onClick(s.start));
+  return row;
+}
