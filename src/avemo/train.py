@@ -692,5 +692,12 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         "test": {m: {task: _brief(r) if task != "corpora" else {c: _brief(x) for c, x in r.items()}
                      for task, r in rep.items()} for m, rep in scores.items()},
     }
+    if s.init:  # what the frozen parts were trained on, and scored, stays on the card
+        _, start = load_net(s.init)
+        before = start.get("training", {})
+        for key in ("sizes", "held_out", "test"):
+            training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
+        training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(
+            m for m in ("audio", "face") if m not in active)}
     save_model(net, out_dir, training)
     return scores
