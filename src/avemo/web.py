@@ -509,7 +509,7 @@ def create_app(settings: ServeSettings):
         await LiveSession(socket, settings).run()
 
     def page(name: str) -> HTMLResponse:
-        return HTMLResponse((STATIC / name).read_text(encoding="utf-8"))
+        return HTMLResponse(render_page(name))
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -529,6 +529,16 @@ def create_app(settings: ServeSettings):
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def render_page(name: str) -> str:
+    """A page of `static/`: its <main> and script, inside the shell all pages share (`page.html`)."""
+    text = (STATIC / name).read_text(encoding="utf-8")
+    title = re.search(r"<!-- title: (.*?) -->", text).group(1)
+    main = text[text.index("<main>") + len("<main>\n"):text.index("</main>")].rstrip("\n")
+    script = text[text.index("</main>") + len("</main>\n"):].rstrip("\n")
+    shell = (STATIC / "page.html").read_text(encoding="utf-8")
+    return shell.replace("{{title}}", title).replace("{{main}}", main).replace("{{script}}", script)
 
 
 _SYNC_MODEL: dict[str | None, Any] = {}
