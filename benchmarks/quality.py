@@ -1,6 +1,7 @@
 """Quality of avemo, each figure beside the majority baseline and chance (and a peer): the model card's numbers.
 
-    python benchmarks/quality.py [--data ../shared/data] [--clips 240] [--loco] [--folds 5 --cv-epochs 10]
+    python benchmarks/quality.py [--data ../shared/data] [--model DIR] [--only 1,2,3,4] [--clips 240]
+                                 [--loco --loco-epochs 30] [--folds 5 --cv-epochs 10]
 
 1. Voice, shipped model: each speech corpus's speakers that its config.json records as held
    out of training (the same path as `avemo evaluate --data ... --split test`).
@@ -39,6 +40,7 @@ from avemo.datasets import Item, load_spec
 from avemo.evaluate import evaluate_items, test_items
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
 from avemo.metrics import classification_report, summary_line
+from avemo.predict import default_model_dir
 
 FER_LABELS = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]  # the fer package's order
 
@@ -187,23 +189,26 @@ def main() -> None:
     parser.add_argument("--loco-epochs", type=int, default=30)
     parser.add_argument("--folds", type=int, default=0, help="section 6's actor folds (0: skip the retraining)")
     parser.add_argument("--cv-epochs", type=int, default=10)
+    parser.add_argument("--model", help="model folder (default: the shipped model)")
+    parser.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,4 (5 and 6 also need --loco, --folds)")
     args = parser.parse_args()
-    model = avemo.load_model()
+    only = {int(x) for x in args.only.split(",")}
+    model = avemo.load_model(args.model)
 
     voices = []
     for spec in specs(args.data, SPEECH):
         held = test_items(load_spec(spec), model.meta)
-        if not held:
+        voices += held if held and held[0].corpus == "ravdess" else []
+        if not held or 1 not in only:
             continue
         voice = evaluate_items(model, held, ("audio",))
         name = held[0].corpus
         print(summary_line(f"1. voice, held-out speakers of {name} (chance {chance(voice['emotion']):.3f})", voice["emotion"]),
               f"[{len(voice['skipped'])} skipped: no speech]", flush=True)
-        voices += held if name == "ravdess" else []
 
     faces = [i for i in load_spec(f"fer2013:{args.data / 'fer2013'}") if i.split == "val"]
-    for name, items in [("FER2013 PublicTest", faces)] + [(spec.rsplit("/", 1)[-1].removesuffix(".csv"), load_spec(spec))
-                                                           for spec in specs(args.data, OTHER_FACES)]:
+    face_sets = [("FER2013 PublicTest", faces)] + [(Path(spec).stem, load_spec(spec)) for spec in specs(args.data, OTHER_FACES)]
+    for name, items in face_sets if 2 in only else []:
         face = evaluate_items(model, items, ("face",))
         print(summary_line(f"2. face, {name}, avemo", face["emotion"]), f"[{len(face['skipped'])} skipped: no face]")
         peer = fer_peer(items)
@@ -214,21 +219,23 @@ def main() -> None:
             print(summary_line(f"2. face, {name}, fer package", classification_report(truth, peer, list(EMOTIONS))), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        clips = composite_clips(voices, faces, args.clips, Path(tmp))
-        fused = fused_vs_single(model, clips)
-        for name in ("voice", "face", "fused"):
-            print(summary_line(f"3. {name}, composite clips", fused[name]))
-        gain = fused["fused"]["accuracy"] - max(fused["voice"]["accuracy"], fused["face"]["accuracy"])
-        print(f"3. fused minus best single modality: {gain * 100:+.1f} points "
-              f"({fused['dropped']} of {len(clips)} clips dropped: no speech or no face found)", flush=True)
+        if 3 in only:
+            clips = composite_clips(voices, faces, args.clips, Path(tmp))
+            fused = fused_vs_single(model, clips)
+            for name in ("voice", "face", "fused"):
+                print(summary_line(f"3. {name}, composite clips", fused[name]))
+            gain = fused["fused"]["accuracy"] - max(fused["voice"]["accuracy"], fused["face"]["accuracy"])
+            print(f"3. fused minus best single modality: {gain * 100:+.1f} points "
+                  f"({fused['dropped']} of {len(clips)} clips dropped: no speech or no face found)", flush=True)
 
-        real = fused_vs_single(model, load_spec(f"manifest:{args.data / 'av_clips' / 'av_clips.csv'}"))
-        for name in ("voice", "face", "fused"):
-            hits = round(real[name]["accuracy"] * real[name]["n"])
-            print(summary_line(f"4. {name}, real audio-visual clips ({hits} of {real[name]['n']} right)", real[name]))
+        if 4 in only:
+            real = fused_vs_single(model, load_spec(f"manifest:{args.data / 'av_clips' / 'av_clips.csv'}"))
+            for name in ("voice", "face", "fused"):
+                hits = round(real[name]["accuracy"] * real[name]["n"])
+                print(summary_line(f"4. {name}, real audio-visual clips ({hits} of {real[name]['n']} right)", real[name]))
 
         if args.loco:
-            loco = leave_one_corpus_out(args.data, Path(tmp), args.loco_epochs, str(avemo.predict.default_model_dir()))
+            loco = leave_one_corpus_out(args.data, Path(tmp), args.loco_epochs, args.model or str(default_model_dir()))
             for key in ("uar", "macro_f1"):
                 print(f"5. leave-one-corpus-out, mean over {len(loco)} corpora: {key} "
                       f"{np.mean([r[key] for r in loco.values()]):.3f} (chance {np.mean([chance(r) for r in loco.values()]):.3f})")

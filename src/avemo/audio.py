@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class MelSettings:
 
 
 @lru_cache(maxsize=4)
-def _mel_filterbank(settings: MelSettings) -> torch.Tensor:
+def _mel_filterbank(settings: MelSettings) -> np.ndarray:
     """Triangular filters on the HTK Mel scale, shape (n_fft//2+1, n_mels)."""
 
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -48,30 +47,31 @@ def _mel_filterbank(settings: MelSettings) -> torch.Tensor:
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs[None, :] - lower) / (centre - lower)
     down = (upper - freqs[None, :]) / (upper - centre)
-    fb = np.maximum(0.0, np.minimum(up, down)).T
-    return torch.from_numpy(fb.astype(np.float32))
+    return np.maximum(0.0, np.minimum(up, down)).T.astype(np.float32)
 
 
 def log_mel(wave: np.ndarray, settings: MelSettings = MelSettings()) -> np.ndarray:
-    """Normalised log-Mel frames of a 16 kHz mono signal, shape (frames, n_mels), float32."""
+    """Normalised log-Mel frames of a 16 kHz mono signal, shape (frames, n_mels), float32.
+
+    numpy only (no torch at inference): a centred STFT with reflect padding and a periodic
+    Hann window of `win_ms` zero-padded to `n_fft`, as `torch.stft` computes it (the same
+    frames to 1e-5, tested)."""
     win = int(settings.sample_rate * settings.win_ms / 1000)
     hop = int(settings.sample_rate * settings.hop_ms / 1000)
-    x = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-    if x.numel() < win:
-        x = torch.nn.functional.pad(x, (0, win - x.numel()))
-    spec = torch.stft(
-        x,
-        n_fft=settings.n_fft,
-        hop_length=hop,
-        win_length=win,
-        window=torch.hann_window(win),
-        center=True,
-        return_complex=True,
-    )
-    power = spec.abs().pow(2).T  # (frames, freqs)
-    mel = torch.log(power @ _mel_filterbank(settings) + 1e-6)
-    mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-5) if mel.shape[0] > 1 else mel - mel.mean(0)
-    return mel.numpy().astype(np.float32)
+    x = np.asarray(wave, dtype=np.float32)
+    if len(x) < win:
+        x = np.pad(x, (0, win - len(x)))
+    half = settings.n_fft // 2
+    x = np.pad(x, half, mode="reflect") if len(x) > half else np.pad(x, half)
+    n = 1 + (len(x) - settings.n_fft) // hop
+    frames = np.lib.stride_tricks.as_strided(x, (n, settings.n_fft), (x.strides[0] * hop, x.strides[0]))
+    window = np.zeros(settings.n_fft, np.float32)
+    start = (settings.n_fft - win) // 2
+    window[start:start + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (frames, freqs)
+    mel = np.log(power.astype(np.float32) @ _mel_filterbank(settings) + 1e-6)
+    mel = (mel - mel.mean(0)) / (mel.std(0, ddof=1) + 1e-5) if mel.shape[0] > 1 else mel - mel.mean(0)
+    return mel.astype(np.float32)
 
 
 def voice_features(wave: np.ndarray, front: str, settings: MelSettings = MelSettings()) -> np.ndarray:
