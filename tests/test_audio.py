@@ -10,7 +10,8 @@ from avemo.media import load_audio
 from .conftest import ANGRY, HAPPY
 
 
-def torch_log_mel(wave: np.ndarray, s: MelSettings = MelSettings()) -> np.ndarray:
+def torch_log_mel(wave: np.ndarray) -> np.ndarray:
+    s = MelSettings()
     win, hop = int(s.sample_rate * s.win_ms / 1000), int(s.sample_rate * s.hop_ms / 1000)
     x = torch.nn.functional.pad(torch.from_numpy(wave), (0, max(0, win - len(wave))))
     spec = torch.stft(x, n_fft=s.n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win), center=True,

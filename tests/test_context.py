@@ -24,7 +24,6 @@ from .conftest import DATA, RAVDESS, RAVDESS_CODE
 
 @pytest.fixture(scope="module")
 def meld_vectors(tmp_path_factory):
-    from avemo.audio import log_mel
     from avemo.media import load_audio
     from avemo.segments import speech_regions, speech_span
 
@@ -48,7 +47,7 @@ def meld_vectors(tmp_path_factory):
             utt = sorted((RAVDESS / f"Actor_{actor:02d}").glob(f"03-01-{RAVDESS_CODE[row['Emotion']]}-*.flac"))[i % 4]
             wave = load_audio(utt)
             start, end = speech_span(0.0, len(wave) / 16000, speech_regions(wave), 0.3) or (0.0, len(wave) / 16000)
-            mel = torch.from_numpy(log_mel(wave[int(start * 16000):int(end * 16000)]))[None]  # the speech, as predict gives it
+            mel = torch.from_numpy(model.voice_features(wave[int(start * 16000):int(end * 16000)]))[None]  # as predict gives it
             with torch.no_grad():
                 vec = model.net.audio(mel, torch.tensor([mel.shape[1]]))[0].numpy()
             vectors[f"{row['Dialogue_ID']}_{row['Utterance_ID']}"] = vec

@@ -77,9 +77,11 @@ def test_test_split_is_the_speakers_the_model_held_out():
     from .conftest import DATA
 
     model = avemo.load_model()
-    recorded = set(model.meta["training"]["held_out"]["audio"])
+    recorded = {name for name in model.meta["training"]["held_out"]["audio"] if name.startswith("ravdess:")}
     items = test_items(load_spec(f"ravdess:{DATA / 'ravdess_speech'}"), model.meta)
-    assert {held_out_name(i) for i in items} == recorded and len(items) == 60 * len(recorded)
+    assert {held_out_name(i) for i in items} == recorded and len(items) == 60 * len(recorded) == 240
+    ased = test_items(load_spec(f"manifest:{DATA / 'ased' / 'ased.csv'}"), model.meta)  # each corpus its own speakers
+    assert {i.speaker for i in ased} and {held_out_name(i) for i in ased} <= set(model.meta["training"]["held_out"]["audio"])
     # a model that records nothing gets a fresh speaker-independent split
     fresh = test_items(load_spec(f"ravdess:{DATA / 'ravdess_speech'}"), {})
     assert len({i.speaker for i in fresh}) == 4

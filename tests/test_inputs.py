@@ -400,3 +400,12 @@ def test_fuzz_broken_and_odd_files_end_in_a_result_or_one_line(clips, tmp_path, 
     # the cut-offs that keep their start still give what decoded; nothing from noise
     assert outcomes["video_cut_0.9.mp4"] == 0 and outcomes["noise.mp4"] == 1 and outcomes["one_byte.wav"] == 1
     assert outcomes["one_pixel.png"] == 1 and outcomes["grey_wall.jpg"] == 1  # no face to judge in either
+
+
+def test_a_real_flv_of_a_persons_own_face_and_voice_is_read_together(model):
+    """CREMA-D's FLV (VP6 + MP3): a format that cannot seek back, read once per stream."""
+    clip = MEDIA.parent / "av_clips" / "1001_DFA_NEU_XX.flv"
+    info = probe(clip)
+    assert info.has_audio and info.has_video and (info.width, info.height) == (480, 360)
+    (seg,) = model.predict(clip)
+    assert seg.modalities == ["audio", "face"] and seg.faces == 1

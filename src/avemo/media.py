@@ -61,15 +61,16 @@ def probe(path: str | Path) -> MediaInfo:
     try:
         with open(path, "rb"):
             pass
+    except PermissionError:
+        raise AvemoError(f"{path}: permission denied (not readable by this user)") from None
+    try:
         with av.open(str(path)) as container:
             has_audio = bool(container.streams.audio)
             has_video = bool(container.streams.video)
             fmt = container.format.name
             duration = _duration(container)
-            size = _upright_size(container) if has_video else (0, 0)
-            track = speech_track(container, path) if has_audio else None
-    except PermissionError:
-        raise AvemoError(f"{path}: permission denied (not readable by this user)") from None
+        size = _upright_size(path) if has_video else (0, 0)
+        track = speech_track(path) if has_audio else None
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
     still = path.suffix.lower() in IMAGE_SUFFIXES or fmt.endswith("_pipe") or fmt == "image2"
@@ -91,58 +92,59 @@ TRACK_SCAN_S = 60.0
 SILENT_PEAK = 3e-4
 
 
-def speech_track(container: av.container.InputContainer, path: str | Path = "") -> int:
+def speech_track(path: str | Path) -> int:
     """The index (among the audio streams) of the track to analyse: the default-flagged one
     if it is not silent, else the first that has sound, else the first.
 
     Why: films and recordings carry several tracks (a dub, a commentary, a silent
     placeholder before the real one); the first is not always the one with the voices.
     Each track is listened to for up to `TRACK_SCAN_S` seconds, until it has sound."""
-    streams = list(container.streams.audio)
-    if len(streams) == 1:
-        return 0
-    default = [i for i, st in enumerate(streams) if st.disposition & av.stream.Disposition.default]
+    with av.open(str(path)) as container:
+        streams = list(container.streams.audio)
+        if len(streams) < 2:
+            return 0
+        default = [i for i, st in enumerate(streams) if st.disposition & av.stream.Disposition.default]
+        meta = [dict(st.metadata) for st in streams]
     order = default + [i for i in range(len(streams)) if i not in default]
-    chosen = next((i for i in order if _has_sound(container, streams[i])), order[0])
-    container.seek(0)
-    meta = streams[chosen].metadata
+    chosen = next((i for i in order if _has_sound(path, i)), order[0])
+    meta = meta[chosen]
     said = ", ".join(f"{k} {meta[k]}" for k in ("language", "title") if meta.get(k) not in (None, "", "und"))
     log.info("%s: audio track %d of %d used%s%s", path, chosen + 1, len(streams), f" ({said})" if said else "",
              "" if chosen == order[0] else f"; track {order[0] + 1} is silent")
     return chosen
 
 
-def _has_sound(container: av.container.InputContainer, stream: av.stream.Stream) -> bool:
-    """Whether `stream` rises above `SILENT_PEAK` within its first `TRACK_SCAN_S` seconds."""
-    container.seek(0)
+def _has_sound(path: str | Path, track: int) -> bool:
+    """Whether audio track `track` rises above `SILENT_PEAK` within its first `TRACK_SCAN_S` seconds.
+    Each track is read from a container of its own: seeking back is not possible in every format."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     heard = 0
     try:
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                samples = np.nan_to_num(out.to_ndarray())
-                if samples.size and np.abs(samples).max() > SILENT_PEAK:
-                    return True
-                heard += out.samples
-            if heard >= TRACK_SCAN_S * SAMPLE_RATE:
-                break
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.audio[track]):
+                for out in resampler.resample(frame):
+                    samples = np.nan_to_num(out.to_ndarray())
+                    if samples.size and np.abs(samples).max() > SILENT_PEAK:
+                        return True
+                    heard += out.samples
+                if heard >= TRACK_SCAN_S * SAMPLE_RATE:
+                    break
     except av.FFmpegError:
         pass
     return False
 
 
-def _upright_size(container: av.container.InputContainer) -> tuple[int, int]:
+def _upright_size(path: str | Path) -> tuple[int, int]:
     """The picture's (width, height) as shown, after its display matrix (read off its first
     frame); (0, 0) for a still image whose picture does not decode."""
-    stream = container.streams.video[0]
-    try:
-        frame = next(container.decode(stream), None)
-    except av.FFmpegError:
-        frame = None
-    if frame is None:
-        return (0, 0) if _is_still(container) else (stream.codec_context.width, stream.codec_context.height)
-    if not _is_still(container):
-        container.seek(0)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError:
+            frame = None
+        if frame is None:
+            return (0, 0) if _is_still(container) else (stream.codec_context.width, stream.codec_context.height)
     return (frame.height, frame.width) if orientation(frame) in TURNED else (frame.width, frame.height)
 
 
@@ -219,9 +221,8 @@ def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     block, held, total, counted = [], 0, 0, [0]
     try:
-        if track is None:  # chosen on a container of its own: a decoder opened to listen can't be set up again
-            with av.open(str(path)) as container:
-                track = speech_track(container, path) if container.streams.audio else 0
+        if track is None:
+            track = speech_track(path)
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AvemoError(f"{path}: no audio track")
