@@ -69,12 +69,18 @@ def _audio_only(video: Path, out: Path) -> Path:
     """The real audio track of `video` as a 16 kHz WAV (music, or digital silence)."""
     from avemo.media import load_audio
 
-    wave = load_audio(video)
-    with av.open(str(out), "w") as dst:
-        stream = dst.add_stream("pcm_s16le", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray((np.clip(wave, -1, 1) * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
-        frame.sample_rate = 16000
-        dst.mux(stream.encode(frame))
+    return write_wav(out, load_audio(video))
+
+
+def write_wav(out: Path, samples: np.ndarray, rate: int = 16000, floats: bool = False) -> Path:
+    """`samples` (mono, -1..1) as a WAV: 16-bit, or 32-bit float with `floats` (which keeps NaN and inf)."""
+    with av.open(str(out), "w", format="wav") as dst:
+        stream = dst.add_stream("pcm_f32le" if floats else "pcm_s16le", rate=rate, layout="mono")
+        if len(samples):
+            data = np.asarray(samples, np.float32) if floats else (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(data[None, :], format="flt" if floats else "s16", layout="mono")
+            frame.sample_rate = rate
+            dst.mux(stream.encode(frame))
         dst.mux(stream.encode(None))
     return out
 

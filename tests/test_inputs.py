@@ -23,7 +23,7 @@ from avemo.media import iter_frames, load_audio, probe
 from avemo.predict import default_model_dir
 from avemo.segments import Segment, read_segments
 
-from .conftest import ANGRY, FACE_VIDEO, HAPPY, MEDIA, NO_FACE_VIDEO
+from .conftest import ANGRY, FACE_VIDEO, HAPPY, MEDIA, NO_FACE_VIDEO, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +107,7 @@ def nan_wav(tmp_path_factory):
     wave = load_audio(HAPPY)
     x = np.interp(np.linspace(0, len(wave) - 1, 3 * len(wave)), np.arange(len(wave)), wave).astype(np.float32)
     x[30000:30010], x[50000], x[70000] = np.nan, np.inf, -np.inf
-    path = tmp_path_factory.mktemp("nan") / "float_nan.wav"
-    with av.open(str(path), "w") as dst:
-        stream = dst.add_stream("pcm_f32le", rate=48000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")
-        frame.sample_rate = 48000
-        dst.mux(stream.encode(frame))
-        dst.mux(stream.encode(None))
-    return path
+    return write_wav(tmp_path_factory.mktemp("nan") / "float_nan.wav", x, 48000, floats=True)
 
 
 def test_non_finite_samples_are_counted_replaced_and_named(model, nan_wav, caplog):
@@ -354,8 +347,8 @@ def _odd_files(clips, d):
     files["one_byte.wav"] = b"R"
     files["words.wav"] = b"RIFF and then some words, not a wave\n" * 10
     files["head_only.mp4"] = video[:64]
-    for name, samples in (("no_samples.wav", 0), ("ten_ms.wav", 160), ("clipping.wav", 16000)):
-        files[name] = _wav(np.clip(rng.standard_normal(samples) * (10 if name == "clipping.wav" else 0.1), -1, 1))
+    waves = {name: np.clip(rng.standard_normal(samples) * (10 if name == "clipping.wav" else 0.1), -1, 1)
+             for name, samples in (("no_samples.wav", 0), ("ten_ms.wav", 160), ("clipping.wav", 16000))}
     ok, dot = cv2.imencode(".png", np.full((1, 1), 128, np.uint8))
     files["one_pixel.png"] = dot.tobytes()
     ok, flat = cv2.imencode(".jpg", np.full((480, 640), 90, np.uint8))
@@ -364,23 +357,10 @@ def _odd_files(clips, d):
     for name, data in files.items():
         (d / name).write_bytes(data)
         paths.append(d / name)
+    paths += [write_wav(d / name, wave) for name, wave in waves.items()]
     paths.append(mux_clip(FACE_VIDEO, [(0.0, HAPPY)], d / "one_frame.mp4", duration=0.05))
     paths.append(mux_clip(NO_FACE_VIDEO, None, d / "music_picture_no_sound.mp4", duration=2.0))
     return paths
-
-
-def _wav(x: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="wav") as dst:
-        stream = dst.add_stream("pcm_s16le", rate=16000, layout="mono")
-        if len(x):
-            frame = av.AudioFrame.from_ndarray((x * 32767).astype(np.int16)[None], format="s16", layout="mono")
-            frame.sample_rate = 16000
-            dst.mux(stream.encode(frame))
-        dst.mux(stream.encode(None))
-    return buf.getvalue()
 
 
 def test_fuzz_broken_and_odd_files_end_in_a_result_or_one_line(clips, tmp_path, capsys):

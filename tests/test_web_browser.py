@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from avemo.media import load_audio  # noqa: E402
 
-from .conftest import ANGRY, FACE_VIDEO  # noqa: E402
+from .conftest import ANGRY, FACE_VIDEO, write_wav  # noqa: E402
 from .test_web import SAMPLE, Server  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -99,13 +99,7 @@ def _fake_devices(folder):
                 break
         out.mux(stream.encode(None))
     voice = np.concatenate([np.zeros(8000, np.float32), load_audio(ANGRY), np.zeros(24000, np.float32)])
-    with av.open(str(wav), "w") as dst:
-        stream = dst.add_stream("pcm_s16le", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray((voice * 32767).astype(np.int16)[None], format="s16", layout="mono")
-        frame.sample_rate = 16000
-        dst.mux(stream.encode(frame))
-        dst.mux(stream.encode(None))
-    return y4m, wav
+    return y4m, write_wav(wav, voice)
 
 
 def test_live_page_judges_the_camera_and_microphone(server, tmp_path):

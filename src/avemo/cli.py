@@ -21,6 +21,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from . import __version__
 from .errors import AvemoError
 from .files import written_whole
 
@@ -236,7 +237,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avemo", description="Emotion and sentiment of people in video, from voice and face.")
-    parser.add_argument("--version", action="version", version=f"avemo {_version()}")
+    parser.add_argument("--version", action="version", version=f"avemo {__version__}")
     _common(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -327,15 +328,6 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar or warnings")
     parser.add_argument("--debug", action="store_true", default=default,
                         help="show the traceback of an internal error (a bug to report)")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("avemo")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
 
 
 class _OneLine(logging.Formatter):

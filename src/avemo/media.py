@@ -67,14 +67,14 @@ def probe(path: str | Path) -> MediaInfo:
         with av.open(str(path)) as container:
             has_audio = bool(container.streams.audio)
             has_video = bool(container.streams.video)
-            fmt = container.format.name
+            tracks = len(container.streams.audio)
+            still_format = _is_still(container)
             duration = _duration(container)
         size = _upright_size(path) if has_video else (0, 0)
-        track = speech_track(path) if has_audio else None
+        track = speech_track(path) if tracks > 1 else 0 if has_audio else None  # one track: nothing to listen to
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
-    still = path.suffix.lower() in IMAGE_SUFFIXES or fmt.endswith("_pipe") or fmt == "image2"
-    is_image = has_video and not has_audio and still
+    is_image = has_video and not has_audio and (path.suffix.lower() in IMAGE_SUFFIXES or still_format)
     if not has_audio and not has_video:
         raise AvemoError(f"{path}: has neither an audio nor a video stream")
     if is_image:
@@ -149,6 +149,7 @@ def _upright_size(path: str | Path) -> tuple[int, int]:
 
 
 def _is_still(container: av.container.InputContainer) -> bool:
+    """Whether FFmpeg reads the file as a still image (an image demuxer)."""
     return container.format.name.endswith("_pipe") or container.format.name == "image2"
 
 

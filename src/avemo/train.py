@@ -39,6 +39,7 @@ from .media import SAMPLE_RATE, load_audio
 from .metrics import classification_report, summary_line
 from .model import AvemoNet, ModelConfig, load_net, save_model
 from .splits import held_out_name, split_items
+from .whisper import WIDTH as WHISPER_WIDTH
 
 log = logging.getLogger("avemo")
 
@@ -84,7 +85,7 @@ def _whole_file(args: tuple[str, dict, str, int, tuple[str, ...], float, int]) -
 
     path, mel, front, variant, noise_files, fps, max_faces = args
     torch.set_num_threads(1)
-    bands = 384 if front == "whisper" else mel["n_mels"]
+    bands = WHISPER_WIDTH if front == "whisper" else mel["n_mels"]  # the cache holds the encoder's states
     no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     try:
         info = probe(path)

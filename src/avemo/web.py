@@ -139,7 +139,7 @@ class JobBoard:
         return self.folder / f"{secrets.token_hex(16)}.{suffix}"
 
     def submit(self, job: Job) -> None:
-        """Queue `job`; AvemoError('full') when the queue is."""
+        """Queue `job`; QueueFull when the queue is."""
         with self.lock:
             self.jobs[job.id] = job
         try:
