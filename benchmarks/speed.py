@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py [FILE]            default: a 5-minute loop of WolfgangLanger_Pexels.mp4
     python benchmarks/speed.py --minutes 60 --repeat 1 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
+    python benchmarks/speed.py --runtime torch    the same weights run by torch instead of ONNX Runtime
 
 Prints, for one file: the decode-only time (every video frame and the audio, converting
 nothing: what any tool that reads every frame must spend) and avemo's time (model loaded
@@ -43,14 +44,14 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def paired_runs(path: Path, repeat: int) -> dict:
+def paired_runs(path: Path, repeat: int, runtime: str) -> dict:
     """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
     (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
     under the same load (shared machines are noisy); the segment count and peak memory."""
     import avemo
 
-    model = avemo.load_model()
-    model.predict(SOURCE)  # warm-up: VAD session, face cascade, torch kernels
+    model = avemo.load_model(runtime=runtime)
+    model.predict(SOURCE)  # warm-up: VAD session, face cascade, the runtime's kernels
     pairs = []
     for _ in range(repeat):
         floor = decode_only(path)
@@ -61,14 +62,14 @@ def paired_runs(path: Path, repeat: int) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def avemo_run(path: Path, repeat: int) -> dict:
+def avemo_run(path: Path, repeat: int, runtime: str) -> dict:
     """`paired_runs` in a fresh process, so that its peak memory is avemo's alone."""
-    out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat), "--runtime", runtime],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def stages(path: Path) -> dict[str, float]:
+def stages(path: Path, runtime: str) -> dict[str, float]:
     """Seconds per stage, each measured on its own (one after another, no threads) in this process."""
     import avemo
     from avemo.faces import observe_faces
@@ -76,7 +77,7 @@ def stages(path: Path) -> dict[str, float]:
     from avemo.predict import INFER_BATCH, segment_inputs
     from avemo.segments import plan_segments, speech_regions
 
-    model = avemo.load_model()
+    model = avemo.load_model(runtime=runtime)
     split = {}
     start = time.perf_counter()
     wave = load_audio(path)
@@ -92,7 +93,7 @@ def stages(path: Path) -> dict[str, float]:
     seen = observe_faces(model.detector, iter_frames(path, model.cfg.frame_rate))
     split["faces (detect + follow + crop)"] = time.perf_counter() - start - split["frames (decode + sample)"]
     start = time.perf_counter()
-    items = [segment_inputs(seg, wave, seen, speech, model.mel, model.cfg.max_faces)
+    items = [segment_inputs(seg, wave, seen, speech, model.voice_features, model.cfg.max_faces)
              for seg in plan_segments(probe(path).duration, speech, with_video=True)]
     items = [item for item in items if item.mel is not None or item.crops]
     split["features (log-Mel)"] = time.perf_counter() - start
@@ -109,27 +110,28 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the default looped video")
     parser.add_argument("--repeat", type=int, default=3, help="pairs of runs (decode-only, avemo); the median ratio is kept")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage split (it decodes the file twice more)")
+    parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="the network's runtime (default: ONNX Runtime)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = args.file or looped(SOURCE, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min.mp4")
     if args.child:
-        print(json.dumps(paired_runs(path, args.repeat)))
+        print(json.dumps(paired_runs(path, args.repeat, args.runtime)))
         return
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
-    run = avemo_run(path, args.repeat)
+    run = avemo_run(path, args.repeat, args.runtime)
     ratios = sorted(a / d for d, a in run["pairs"])
     floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
     print(f"file: {path} ({duration:.1f} s; {run['segments']} segments, from {run['covered'][0]:.1f} to "
           f"{run['covered'][1]:.1f} s)")
-    print(f"{args.repeat} pairs of runs, back to back; medians:")
+    print(f"runtime: {args.runtime}; {args.repeat} pairs of runs, back to back; medians:")
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
     print(f"avemo predict:                           {seconds:.2f} s = {statistics.median(ratios):.2f}x decode-only "
           f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}), {duration / seconds:.1f}x faster than real time")
     print(f"peak resident memory of the avemo process: {run['peak_mb']:.0f} MB")
     if not args.no_stages:
         print(f"stages, each timed alone (avemo runs them side by side on {os.cpu_count()} cores):")
-        for name, secs in stages(path).items():
+        for name, secs in stages(path, args.runtime).items():
             print(f"  {name:<32} {secs:6.2f} s")
 
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the [train] extra
 
 from avemo.audio import MelSettings, _mel_filterbank, log_mel, voice_features
 from avemo.media import load_audio

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-import ray
+
+ray = pytest.importorskip("ray")  # the [ray] extra
 
 import avemo
 from avemo.cli import main

@@ -191,17 +191,22 @@ def test_resume_onto_a_file_avemo_did_not_write(tmp_path, capsys, name, text, me
     assert out.read_text() == text  # left as it was
 
 
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
 @pytest.mark.parametrize("config,message", [
     ("{", "config.json: not valid JSON"),
-    ('{"format_version": 1, "architecture": {"embed_dim": "wide"}}', "does not load"),
+    ('{"format_version": 1, "architecture": {"embed_dim": "wide"}}', "its architecture is not one avemo knows"),
     ('{"format_version": 1, "architecture": {"layers_of_doom": 3}}', "its architecture is not one avemo knows"),
     ('{"format_version": 1}', "its architecture is not one avemo knows"),
-    ('{"format_version": 1, "architecture": {"embed_dim": 64}}', "weights do not match config.json"),
+    ('{"format_version": 1, "architecture": {"embed_dim": 64}}', "do not match config.json"),
 ])
-def test_a_model_folder_with_a_broken_config(tmp_path, capsys, config, message):
-    shutil.copy(default_model_dir() / "model.safetensors", tmp_path)
+def test_a_model_folder_with_a_broken_config(tmp_path, capsys, config, message, runtime):
+    """The same checks whichever runtime reads the folder: its weights (torch) or its graphs."""
+    if runtime == "torch":
+        pytest.importorskip("torch")
+    for name in ("model.safetensors",) if runtime == "torch" else ("voice.onnx", "face.onnx", "fusion.onnx"):
+        shutil.copy(default_model_dir() / name, tmp_path)
     (tmp_path / "config.json").write_text(config)
-    assert main(["predict", str(MEDIA / "single_face.jpg"), "--model", str(tmp_path)]) == 1
+    assert main(["predict", str(MEDIA / "single_face.jpg"), "--model", str(tmp_path), "--runtime", runtime]) == 1
     assert message in _one_line(capsys)
 
 

@@ -2,7 +2,8 @@ import json
 import shutil
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the [train] extra
 
 from avemo.errors import AvemoError
 from avemo.model import AvemoNet, ModelConfig, load_net, save_model

@@ -1,6 +1,9 @@
 """The main job on real media, through the public API."""
 
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import avemo
@@ -8,7 +11,7 @@ from avemo.errors import AvemoError
 from avemo.labels import EMOTIONS, SENTIMENTS
 from avemo.segments import Segment
 
-from .conftest import FACE_VIDEO, HAPPY, MEDIA
+from .conftest import DATA, FACE_VIDEO, HAPPY, MEDIA
 
 KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box"}
 
@@ -243,3 +246,24 @@ def test_of_two_faces_the_one_moving_its_mouth_while_someone_speaks_is_judged(mo
     assert speaking.faces == 2 and judged(speaking) is moving
     (silent,) = model.predict(clip, modalities=["face"])  # nobody heard: the largest face
     assert judged(silent) is still
+
+
+def test_files_batched_together_give_the_results_of_one_at_a_time(tmp_path, capsys):
+    """--batch-files: several files analysed at once, their network calls merged (the GPU
+    path, run here on the CPU); a broken file among them is reported once and skipped."""
+    from avemo.cli import main
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("1001_DFA_ANG_XX.flv", "1001_DFA_HAP_XX.flv", "1001_DFA_SAD_XX.flv", "01-01-01-01-01-01-01.mp4"):
+        shutil.copyfile(DATA / "av_clips" / name, folder / name)
+    (folder / "broken.mp4").write_bytes(b"\x00" * 4096)
+    tables = {}
+    for n in (1, 3):
+        out = tmp_path / f"batch{n}.csv"
+        assert main(["predict", str(folder), "--batch-files", str(n), "--out", str(out), "-q"]) == 1
+        assert capsys.readouterr().err.count("broken.mp4") == 1
+        tables[n] = pd.read_csv(out)
+    assert len(tables[1]) >= 4 and list(tables[1]["file"]) == list(tables[3]["file"])
+    probabilities = [c for c in tables[1].columns if c.startswith(("emotion_", "sentiment_"))]
+    assert np.abs(tables[1][probabilities].to_numpy() - tables[3][probabilities].to_numpy()).max() <= 1e-4

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
+torch = pytest.importorskip("torch")  # the [train] extra
+
+from avemo.audio import slaney_filters, whisper_log_mel
 from avemo.media import load_audio
-from avemo.whisper import WhisperEncoder, encoder_state_dict, pretrained_state, read_ctranslate2, slaney_filters, whisper_log_mel
+from avemo.whisper import WhisperEncoder, encoder_state_dict, pretrained_state, read_ctranslate2
 
 from .conftest import ANGRY, HAPPY
 

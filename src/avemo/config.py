@@ -1,0 +1,82 @@
+"""A model's description: architecture, label sets, feature settings, and what it was
+trained on and scored (its card), read from `config.json` and checked.
+
+Why its own module, free of torch: a model runs on ONNX Runtime (`runtime.py`) or on
+torch (`model.py`), and both read and check the same description before any weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .audio import WHISPER_MELS, MelSettings
+from .errors import AvemoError
+from .labels import EMOTIONS, SENTIMENTS
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Architecture, labels and feature settings: everything needed to rebuild the network."""
+
+    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    sentiments: list[str] = field(default_factory=lambda: list(SENTIMENTS))
+    mel: dict = field(default_factory=lambda: MelSettings().to_dict())
+    rnn: str = "gru"  # "gru" or "lstm"
+    audio_front: str = "logmel"  # "logmel" (64-band log-Mel, strided convs) or "whisper" (Whisper tiny.en's frozen encoder)
+    audio_channels: int = 96
+    audio_hidden: int = 96
+    audio_layers: int = 2
+    face_channels: int = 24  # width of the first CNN stage; doubled twice
+    crop_size: int = 48
+    embed_dim: int = 128
+    dropout: float = 0.3
+    frame_rate: float = 5.0  # frames per second sampled for faces at inference
+    max_faces: int = 16  # face crops per segment given to the model
+    context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
+
+    @property
+    def voice_bands(self) -> int:
+        """Bands of the voice branch's input frames."""
+        return WHISPER_MELS if self.audio_front == "whisper" else self.mel["n_mels"]
+
+
+def card(cfg: ModelConfig, training: dict | None = None, **extra: object) -> dict:
+    """The JSON a model folder keeps beside its weights."""
+    return {"format_version": FORMAT_VERSION, "architecture": asdict(cfg), "training": training or {}, **extra}
+
+
+def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]:
+    """A model folder's checked description and its whole card; `weights` is the file
+    (beside config.json) that must be there too."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file() or not (directory / weights).is_file():
+        raise AvemoError(f"{directory}: not a model folder (needs config.json and {weights})")
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AvemoError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
+        raise AvemoError(f"{directory}: model format {found} is not {FORMAT_VERSION}")
+    try:
+        cfg = ModelConfig(**meta["architecture"])
+        if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm"):
+            raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}")
+        defaults = ModelConfig()
+        for f in fields(cfg):
+            value, kind = getattr(cfg, f.name), type(getattr(defaults, f.name))
+            if type(value) is not kind and not (kind is float and type(value) is int):
+                raise TypeError(f"{f.name} is {value!r}, not a {kind.__name__}")
+        MelSettings(**cfg.mel)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AvemoError(f"{config_path}: its architecture is not one avemo knows ({type(exc).__name__}: {exc})") from None
+    if list(cfg.emotions) != list(EMOTIONS) or list(cfg.sentiments) != list(SENTIMENTS):
+        raise AvemoError(f"{directory}: label sets differ from MELD's ({cfg.emotions}, {cfg.sentiments})")
+    if cfg.mel != MelSettings(**cfg.mel).to_dict():
+        raise AvemoError(f"{directory}: feature settings in config.json are incomplete")
+    return cfg, meta

@@ -1,0 +1,283 @@
+"""Runtimes: the network run by ONNX Runtime (the default, no torch needed) or by torch.
+
+The pipeline (`predict.py`) hands each runtime numpy arrays and gets numpy arrays back,
+cut where the network cuts: the voice branch over a batch of padded frames, the face
+branch over a flat batch of crops, then fusion and heads over the branches' embeddings,
+and the context stage over a file's fused embeddings where the model has one. The mean
+over a segment's crops, which rows have which modality, and the softmax are the
+pipeline's, the same for both runtimes.
+
+A folder written by `avemo export --onnx` (`export.py`) holds these graphs beside the
+model's config.json; the shipped model carries both its safetensors (for training and
+export) and its graphs (for inference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .config import ModelConfig, read_config
+from .errors import AvemoError
+
+#: The graphs an exported model folder holds (the context graph only where the model has that stage).
+GRAPHS = ("voice", "face", "fusion", "context")
+
+
+class Runtime(Protocol):
+    """What the pipeline asks of a network."""
+
+    name: str
+    has_context: bool
+
+    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(B, T, bands) float32 frames and (B,) int64 lengths to (B, embed_dim) embeddings."""
+
+    def faces(self, crops: np.ndarray) -> np.ndarray:
+        """(N, size, size) uint8 crops to (N, embed_dim) embeddings."""
+
+    def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Branch embeddings (B, embed_dim) each and present (B, 2) bool to the fused
+        embedding and the emotion and sentiment logits."""
+
+    def context(self, fused: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(1, T, embed_dim) fused embeddings of a file's segments to (1, T, E) and (1, T, S) logits."""
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-1 of a weights file: an exported folder records the weights it was made from."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def has_graphs(directory: Path) -> bool:
+    return all((directory / f"{g}.onnx").is_file() for g in GRAPHS[:3])
+
+
+class OnnxRuntime:
+    """The exported graphs on ONNX Runtime's CPU (or CUDA) provider."""
+
+    name = "onnx"
+
+    def __init__(self, directory: Path, threads: int | None = None, device: str = "cpu") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise AvemoError("ONNX Runtime is missing: pip install onnxruntime") from None
+        options = ort.SessionOptions()
+        # one thread pool per session would oversubscribe the cores four times over
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise AvemoError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        self.has_context = (directory / "context.onnx").is_file()
+        self._sessions = {}
+        for graph in GRAPHS if self.has_context else GRAPHS[:3]:
+            try:
+                self._sessions[graph] = ort.InferenceSession(str(directory / f"{graph}.onnx"), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own exception types for damaged graphs
+                raise AvemoError(f"{directory / graph}.onnx: does not load ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200]})") from None
+
+    def check(self, cfg: ModelConfig, directory: Path) -> None:
+        """The graphs' fixed sizes against the config's: bands, crop size, embedding width, labels."""
+        def last(graph: str, outputs: bool = True) -> list:
+            session = self._sessions[graph]
+            return [v.shape[-1] for v in (session.get_outputs() if outputs else session.get_inputs())]
+
+        expected = {"voice in": cfg.voice_bands, "face in": cfg.crop_size, "voice out": cfg.embed_dim,
+                    "face out": cfg.embed_dim, "emotions": len(cfg.emotions), "sentiments": len(cfg.sentiments)}
+        found = {"voice in": last("voice", False)[0], "face in": last("face", False)[0], "voice out": last("voice")[0],
+                 "face out": last("face")[0], "emotions": last("fusion")[1], "sentiments": last("fusion")[2]}
+        wrong = [k for k in expected if found[k] != expected[k]]
+        if wrong:
+            raise AvemoError(f"{directory}: its ONNX graphs do not match config.json ({wrong[0]}: "
+                             f"{found[wrong[0]]} in the graphs, {expected[wrong[0]]} in the config)")
+
+    def _run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        return self._sessions[graph].run(None, inputs)
+
+    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._run("voice", mel=mel, lengths=lengths)[0]
+
+    def faces(self, crops: np.ndarray) -> np.ndarray:
+        return self._run("face", crops=crops)[0]
+
+    def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self._run("fusion", voice=voice, face=face, present=present))
+
+    def context(self, fused: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        emotion, sentiment = self._run("context", fused=fused, lengths=lengths)
+        return emotion, sentiment
+
+
+class TorchRuntime:
+    """The network in torch (`model.AvemoNet`), as trained; needs `avemo[train]`."""
+
+    name = "torch"
+
+    def __init__(self, net: object, threads: int | None = None, device: str = "cpu") -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise AvemoError("--device cuda: torch finds no CUDA device")
+        self._torch = torch
+        self.device = torch.device(device)
+        self.net = net.eval().to(self.device)
+        self.net.face.for_inference()
+        self.has_context = self.net.context is not None
+
+    def _call(self, fn, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        with self._torch.no_grad():
+            out = fn(*(self._torch.from_numpy(a).to(self.device) for a in arrays))
+        return tuple(o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,)))
+
+    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._call(self.net.audio, mel, lengths)[0]
+
+    def faces(self, crops: np.ndarray) -> np.ndarray:
+        return self._call(self.net.face.embed_crops, crops)[0]
+
+    def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._call(self.net.decide, voice, face, present)
+
+    def context(self, fused: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        emotion, sentiment = self._call(self.net.context, fused, lengths)
+        return emotion, sentiment
+
+
+def open_runtime(directory: Path, runtime: str = "auto", threads: int | None = None, device: str = "cpu"
+                 ) -> tuple[Runtime, ModelConfig, dict]:
+    """The model folder's runtime, config and card. `runtime`: "onnx" (its exported graphs),
+    "torch" (its safetensors) or "auto": the graphs where the folder has them, else torch.
+    Graphs beside weights they were not exported from are refused (a retrained model
+    whose graphs were not exported again would silently give the old answers)."""
+    if runtime not in ("auto", "onnx", "torch"):
+        raise AvemoError(f"runtime must be auto, onnx or torch, not {runtime!r}")
+    weights = directory / "model.safetensors"
+    graphs = has_graphs(directory)
+    if not (directory / "config.json").is_file() or not (graphs or weights.is_file()):
+        raise AvemoError(f"{directory}: not a model folder (needs config.json beside model.safetensors, "
+                         "or beside the ONNX graphs of avemo export --onnx)")
+    if runtime == "onnx" or (runtime == "auto" and graphs):
+        cfg, meta = read_config(directory, "voice.onnx")
+        if not graphs:
+            raise AvemoError(f"{directory}: no ONNX graphs (voice, face, fusion .onnx); make them with avemo export --onnx")
+        made_from = meta.get("onnx", {}).get("weights_sha1")
+        if weights.is_file() and weights_digest(weights) != made_from:
+            raise AvemoError(f"{directory}: its ONNX graphs were exported from other weights than its model.safetensors: "
+                             "export them again (avemo export --onnx)")
+        network = OnnxRuntime(directory, threads, device)
+        network.check(cfg, directory)
+        return network, cfg, meta
+    try:
+        from .model import load_net
+    except ImportError:
+        raise AvemoError(f"{directory}: this model has no ONNX graphs, and running its weights needs torch: "
+                         "pip install 'avemo[train]', or export it with avemo export --onnx where torch is") from None
+    net, meta = load_net(directory)
+    return TorchRuntime(net, threads, device), net.cfg, meta
+
+
+class SharedRuntime:
+    """One runtime shared by several files analysed at once (one thread each), whose calls
+    are merged: the voice rows of all waiting files padded into one batch, their crops into
+    another, their fusions into a third. Why: a GPU is only busy with batches far larger
+    than one file's segments give; on a CPU the files' decoding also overlaps.
+
+    A call waits until every file being analysed has a call of the same kind waiting, or
+    `linger` seconds, then the last to come runs them all as one and hands each its rows.
+    Rows are independent in every graph (padding is masked), so each file's results are
+    those it gets alone (to float rounding: 1e-6).
+    """
+
+    def __init__(self, runtime: Runtime, linger: float = 0.05) -> None:
+        import threading
+
+        self.base = runtime
+        self.name = runtime.name
+        self.has_context = runtime.has_context
+        self.linger = linger
+        self._lock = threading.Condition()
+        self._active = 0
+        self._pending: dict[str, list[dict]] = {"voice": [], "faces": [], "fusion": []}
+
+    def enter(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._lock.notify_all()  # those waiting for this file's call need not wait any longer
+
+    def _merged(self, kind: str, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        import time
+
+        request = {"arrays": arrays, "out": None, "error": None}
+        with self._lock:
+            self._pending[kind].append(request)
+            deadline = time.monotonic() + self.linger
+            while request["out"] is None and request["error"] is None:  # else another's batch took it
+                queue = self._pending[kind]
+                if len(queue) >= self._active or time.monotonic() >= deadline:
+                    self._pending[kind] = []
+                    self._run(kind, queue)
+                    self._lock.notify_all()
+                else:
+                    self._lock.wait(max(0.0, deadline - time.monotonic()))
+        if request["error"] is not None:
+            raise request["error"]
+        return request["out"]
+
+    def _run(self, kind: str, batch: list[dict]) -> None:
+        """Run `batch`'s calls as one (under the lock: one merged call at a time), each request
+        then holding its own rows."""
+        try:
+            if kind == "voice":
+                mels = [r["arrays"][0] for r in batch]
+                frames = max(m.shape[1] for m in mels)
+                mel = np.concatenate([np.pad(m, ((0, 0), (0, frames - m.shape[1]), (0, 0))) for m in mels])
+                outs = (self.base.voice(mel, np.concatenate([r["arrays"][1] for r in batch])),)
+            elif kind == "faces":
+                outs = (self.base.faces(np.concatenate([r["arrays"][0] for r in batch])),)
+            else:
+                outs = self.base.fusion(*(np.concatenate([r["arrays"][k] for r in batch]) for k in range(3)))
+            start = 0
+            for r in batch:
+                rows = len(r["arrays"][0])
+                r["out"] = tuple(o[start:start + rows] for o in outs)
+                start += rows
+        except Exception as exc:  # every file of the batch hears of it
+            for r in batch:
+                r["error"] = exc
+
+    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._merged("voice", (mel, lengths))[0]
+
+    def faces(self, crops: np.ndarray) -> np.ndarray:
+        return self._merged("faces", (crops,))[0]
+
+    def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._merged("fusion", (voice, face, present))
+
+    def context(self, fused: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.context(fused, lengths)  # one file's whole sequence: nothing to merge

@@ -1,0 +1,121 @@
+"""The two runtimes: the shipped ONNX graphs on ONNX Runtime against the same weights in
+torch, on real media and corpora; export of other models; inference without torch."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import avemo
+from avemo.errors import AvemoError
+from avemo.predict import default_model_dir
+from avemo.runtime import softmax
+
+from .conftest import ANGRY, DATA, FACE_VIDEO, REPO
+
+REAL = [
+    REPO / "examples" / "sample.mp4",  # voice and face
+    ANGRY,  # a RAVDESS utterance (voice only)
+    DATA / "av_clips" / "1001_DFA_HAP_XX.flv",  # CREMA-D: a person's own face and voice
+    DATA / "fer2013" / "val" / "happy" / sorted((DATA / "fer2013" / "val" / "happy").iterdir())[0].name,
+    DATA / "jaffe" / "KA.AN1.39.jpg",  # a photo: face found by the detector
+    DATA / "tess" / sorted(p.relative_to(DATA / "tess") for p in (DATA / "tess").rglob("*.*")
+                           if p.suffix in (".opus", ".wav", ".ogg"))[0],
+]
+
+
+def _probabilities(model: avemo.Model, path) -> list[np.ndarray]:
+    """The emotion and sentiment probabilities of every batch the model judged for `path`,
+    unrounded (results round them to four places)."""
+    seen, fusion = [], model.runtime.fusion
+
+    def recording(*arrays):
+        out = fusion(*arrays)
+        seen.extend(softmax(x) for x in out[1:])
+        return out
+
+    model.runtime.fusion = recording
+    model.predict(path)
+    return seen
+
+
+@pytest.mark.torch
+def test_onnx_runtime_gives_torchs_probabilities_on_real_media():
+    pytest.importorskip("torch")
+    onnx_model, torch_model = avemo.load_model(runtime="onnx"), avemo.load_model(runtime="torch")
+    assert (onnx_model.runtime.name, torch_model.runtime.name) == ("onnx", "torch")
+    worst = 0.0
+    for path in REAL:
+        ours, theirs = _probabilities(onnx_model, path), _probabilities(torch_model, path)
+        assert len(ours) == len(theirs) > 0, path
+        worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)))
+    assert worst <= 1e-4
+    print(f"largest ONNX/torch probability difference over {len(REAL)} real files: {worst:.1e}")
+
+
+def test_the_shipped_model_runs_without_torch():
+    """predict in a fresh process that cannot import torch at all."""
+    code = ("import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
+            "import avemo\n"
+            f"r = avemo.load_model().predict({str(REPO / 'examples' / 'sample.mp4')!r})\n"
+            "print(len(r), sorted({m for s in r for m in s.modalities}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    count, modalities = out.stdout.strip().split(" ", 1)
+    assert int(count) >= 3 and modalities == "['audio', 'face']"
+
+
+def test_graphs_of_other_weights_are_refused(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_dir(), folder)
+    card = json.loads((folder / "config.json").read_text())
+    card["onnx"]["weights_sha1"] = "0" * 40  # as if the weights had been retrained since the export
+    (folder / "config.json").write_text(json.dumps(card))
+    with pytest.raises(AvemoError, match="exported from other weights"):
+        avemo.load_model(folder)
+
+
+def test_a_folder_of_graphs_alone_loads_and_a_damaged_graph_is_one_error(tmp_path):
+    folder = tmp_path / "graphs"
+    folder.mkdir()
+    for name in ("config.json", "voice.onnx", "face.onnx", "fusion.onnx"):
+        shutil.copyfile(default_model_dir() / name, folder / name)
+    results = avemo.load_model(folder).predict(FACE_VIDEO)
+    assert results and all(r.modalities == ["face"] for r in results)
+    (folder / "face.onnx").write_bytes(b"not a graph")
+    with pytest.raises(AvemoError, match="face.onnx: does not load"):
+        avemo.load_model(folder)
+
+
+@pytest.mark.torch
+def test_export_writes_graphs_that_match_torch_for_a_model_with_a_context_stage(tmp_path):
+    """A log-Mel model with an LSTM and a context stage (the shipped one has neither)."""
+    torch = pytest.importorskip("torch")
+    from avemo.export import export_onnx
+    from avemo.model import AvemoNet, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    net = AvemoNet(ModelConfig(rnn="lstm", audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16,
+                               context_hidden=8)).eval()
+    save_model(net, tmp_path / "m")
+    record = export_onnx(tmp_path / "m", tmp_path / "onnx")
+    assert record["graphs"] == ["voice", "face", "fusion", "context"] and record["max_difference"] <= 1e-4
+    onnx_model, torch_model = avemo.load_model(tmp_path / "onnx"), avemo.load_model(tmp_path / "m")
+    ours, theirs = onnx_model.predict(REPO / "examples" / "sample.mp4"), torch_model.predict(REPO / "examples" / "sample.mp4")
+    assert len(ours) == len(theirs) >= 3
+    flat = [[list(r.emotion_probs.values()) + list(r.sentiment_probs.values()) for r in rs] for rs in (ours, theirs)]
+    assert np.abs(np.array(flat[0]) - np.array(flat[1])).max() <= 2e-4  # rounded to four places
+
+
+def test_export_from_the_cli_needs_a_model_with_weights(tmp_path, capsys):
+    from avemo.cli import main
+
+    folder = tmp_path / "graphs"
+    folder.mkdir()
+    shutil.copyfile(default_model_dir() / "config.json", folder / "config.json")
+    assert main(["export", "--onnx", str(tmp_path / "out"), "--model", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("model.safetensors" in err or "needs torch" in err)
