@@ -44,13 +44,13 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def paired_runs(path: Path, repeat: int, runtime: str) -> dict:
+def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None) -> dict:
     """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
     (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
     under the same load (shared machines are noisy); the segment count and peak memory."""
     import avemo
 
-    model = avemo.load_model(runtime=runtime)
+    model = avemo.load_model(runtime=runtime, threads=threads)
     model.predict(SOURCE)  # warm-up: VAD session, face cascade, the runtime's kernels
     pairs = []
     for _ in range(repeat):
@@ -62,9 +62,10 @@ def paired_runs(path: Path, repeat: int, runtime: str) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def avemo_run(path: Path, repeat: int, runtime: str) -> dict:
+def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None) -> dict:
     """`paired_runs` in a fresh process, so that its peak memory is avemo's alone."""
-    out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat), "--runtime", runtime],
+    out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat), "--runtime", runtime,
+                          *(["--threads", str(threads)] if threads else [])],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -111,15 +112,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="pairs of runs (decode-only, avemo); the median ratio is kept")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage split (it decodes the file twice more)")
     parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="the network's runtime (default: ONNX Runtime)")
+    parser.add_argument("--threads", type=int, help="the network's threads (default: the runtime's choice)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = args.file or looped(SOURCE, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min.mp4")
     if args.child:
-        print(json.dumps(paired_runs(path, args.repeat, args.runtime)))
+        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads)))
         return
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
-    run = avemo_run(path, args.repeat, args.runtime)
+    run = avemo_run(path, args.repeat, args.runtime, args.threads)
     ratios = sorted(a / d for d, a in run["pairs"])
     floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
     print(f"file: {path} ({duration:.1f} s; {run['segments']} segments, from {run['covered'][0]:.1f} to "

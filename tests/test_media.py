@@ -66,3 +66,18 @@ def test_truncated_file_decodes_its_first_part(clips):
     frames = list(iter_frames(clips["truncated"], fps=5))
     assert 0 < len(wave) / 16000 < 14.0
     assert 0 < len(frames) < 14 * 5
+
+
+def test_frames_decoded_with_frames_skipped_are_the_full_decodes_frames():
+    """At 5 fps on 24 fps H.264 the decoder skips the frames nothing refers to: the frames
+    sampled are still ~0.2 s apart, and each is, pixel for pixel, the frame a full decode
+    gives at that time (skipping every B-frame failed this: x264's B-pyramid refers to some)."""
+    import av
+
+    sampled = dict(iter_frames(FACE_VIDEO, fps=5.0))
+    times = sorted(sampled)
+    assert len(times) == pytest.approx(19.7 * 5, abs=3)
+    assert max(np.diff(times)) <= 2 * 0.2 and np.mean(np.diff(times)) == pytest.approx(0.2, abs=0.01)
+    with av.open(str(FACE_VIDEO)) as c:
+        full = {float(f.time): f.reformat(format="gray").to_ndarray() for f in c.decode(video=0)}
+    assert all(np.array_equal(sampled[t], full[t]) for t in times)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")  # the [train] extra
+torch = pytest.importorskip("torch")  # the [train] extra
 
 import avemo
 from avemo.audio import log_mel
@@ -60,11 +60,29 @@ def test_train_saves_a_model_that_predicts_and_resumes(corpora, tmp_path):
     model = avemo.load_model(tmp_path / "m")
     (r,) = model.predict(DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac")
     assert r.modalities == ["audio"]
+    assert card["fusion_gate"]["accuracy_learnt"] >= card["fusion_gate"]["accuracy_equal_weights"]
 
     # another run (here: another seed, hence other held-out actors) must not resume these weights
     with pytest.raises(AvemoError, match="checkpoint of another run"):
         train(corpora, tmp_path / "m", TrainSettings(epochs=3, audio_batch=8, face_batch=16, seed=1), TINY,
               cache_dir=tmp_path / "cache", workers=1)
+
+
+
+def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(corpora, tmp_path):
+    from avemo.model import load_net
+
+    first = tmp_path / "first"
+    train(corpora, first, TrainSettings(epochs=1, audio_batch=8, face_batch=16), TINY, cache_dir=tmp_path / "cache", workers=1)
+    again = train(corpora, tmp_path / "again", TrainSettings(epochs=0, init=str(first)), cache_dir=tmp_path / "cache", workers=1)
+    before, after = load_net(first)[0].state_dict(), load_net(tmp_path / "again")
+    assert all(torch.equal(before[k], v) for k, v in after[0].state_dict().items() if not k.startswith("gate."))
+    card = after[1]["training"]
+    assert card["history"] == [] and card["init"]["kept"] == ["audio", "face"]
+    assert card["fusion_gate"]["val_pairs"] > 0 and set(again) == {"audio", "face"}
+    assert again["audio"]["emotion"]["accuracy"] == pytest.approx(card["test"]["audio"]["emotion"]["accuracy"])
+    with pytest.raises(AvemoError, match="needs --init"):
+        train(corpora, tmp_path / "none", TrainSettings(epochs=0), cache_dir=tmp_path / "cache", workers=1)
 
 
 def test_augmented_voices_keep_their_bands_and_roughly_their_length():
@@ -172,3 +190,16 @@ def test_balanced_draw_gives_each_class_then_corpus_an_equal_share():
     drawn = balanced_draw(big + small, 30000, np.random.default_rng(0))
     classes = np.bincount([(big + small)[i].emotion for i in drawn], minlength=3) / len(drawn)
     assert classes == pytest.approx([1 / 3] * 3, abs=0.02)
+
+
+def test_face_corpora_are_drawn_by_the_square_root_of_their_sizes():
+    """FER2013-sized and JAFFE-sized corpora: the small one is seen, and not a hundred times over."""
+    from avemo.datasets import Item
+    from avemo.train import face_draw
+
+    big = [Item(Path(f"fer{i}.jpg"), i % 7, 1, None, "train", "fer2013") for i in range(25600)]
+    small = [Item(Path(f"jaffe{i}.jpg"), i % 7, 1, "KA", None, "jaffe") for i in range(100)]
+    drawn = face_draw(big + small, 20000, np.random.default_rng(0))
+    share = np.mean(drawn >= len(big))
+    assert share == pytest.approx(10 / (160 + 10), abs=0.01)  # sqrt(100) / (sqrt(25600) + sqrt(100))
+    assert len(set(drawn[drawn >= len(big)].tolist())) == 100  # every small-corpus image comes up

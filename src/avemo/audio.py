@@ -55,7 +55,7 @@ def log_mel(wave: np.ndarray, settings: MelSettings = MelSettings()) -> np.ndarr
 
     numpy only (no torch at inference): a centred STFT with reflect padding and a periodic
     Hann window of `win_ms` zero-padded to `n_fft`, as `torch.stft` computes it (the same
-    frames to 1e-5, tested)."""
+    frames to 1e-5 of torch computing them in float64; tested)."""
     win = int(settings.sample_rate * settings.win_ms / 1000)
     hop = int(settings.sample_rate * settings.hop_ms / 1000)
     x = np.asarray(wave, dtype=np.float32)

@@ -227,7 +227,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import ModelConfig
     from .train import TrainSettings, train
 
-    settings = TrainSettings(epochs=args.epochs or TrainSettings.epochs, seed=args.seed, init=args.init,
+    settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()))
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", type=Path, help="with --features: folder of MELD's *_sent_emo.csv")
     t.add_argument("--task", choices=["emotion", "sentiment"], default="emotion", help="with --features: the pickle's task")
     t.add_argument("--out", type=Path, required=True, help="model folder to write (a rerun resumes from its checkpoint)")
-    t.add_argument("--epochs", type=int, help="default: 7 for corpora, 60 for vectors")
+    t.add_argument("--epochs", type=int, help="default: 24 for corpora, 60 for vectors; 0 with --init: no branch "
+                   "trained, only the stages after training (the fusion gate on label-matched pairs, the context stage)")
     t.add_argument("--arch", choices=["gru", "lstm"], default="gru",
                    help="recurrent layers: gru (BiGRU, Adam) or lstm (BiLSTM; Adadelta for vectors)")
     t.add_argument("--audio-front", choices=["logmel", "whisper"], default="logmel",

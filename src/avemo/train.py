@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .audio import MelSettings, voice_features
 from .augment import real_world
+from .config import ModelConfig, read_config
 from .datasets import Item, load_spec
 from .errors import AvemoError
 from .faces import CROP_SIZE
@@ -37,7 +38,7 @@ from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from .media import SAMPLE_RATE, load_audio
 from .metrics import classification_report, summary_line
-from .model import AvemoNet, ModelConfig, load_net, save_model
+from .model import AvemoNet, load_net, save_model
 from .splits import held_out_name, split_items
 from .whisper import WIDTH as WHISPER_WIDTH
 
@@ -343,6 +344,62 @@ def train_context_stage(net: AvemoNet, branches: dict[str, dict[str, Branch]], s
     return reports
 
 
+GATE_STEPS = 400
+GATE_BATCH = 256
+
+
+def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], seed: int) -> dict | None:
+    """Without paired clips, teach the fusion gate from label-matched pairs: a training
+    utterance's voice beside a training face of the same emotion (other people, drawn
+    afresh each step), the branches and heads frozen, the gate alone learning how much each
+    embedding should count. Validation pairs come from the validation speakers and faces;
+    the gate is kept only where it beats equal weights there. No pair reaches a test score.
+    Returns the validation pairs' accuracy by voice alone, face alone, and fused before and
+    after (None without both modalities, or where paired clips trained the gate already)."""
+    if not all(len(branches.get(m, {}).get("train", [])) for m in ("audio", "face")) or len(branches.get("video", {}).get("train", [])):
+        return None
+    embeddings = {(m, split): embed_branch(net, branches[m][split]) for m in ("audio", "face") for split in ("train", "val")}
+    both = sorted(set(branches["audio"]["train"].emotion) & set(branches["face"]["train"].emotion))
+    rng = np.random.default_rng(seed)
+
+    of_class = {(m, split, c): np.flatnonzero(branches[m][split].emotion == c)
+                for m in ("audio", "face") for split in ("train", "val") for c in both}
+
+    def pairs(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = rng.choice(both, n)
+        parts = [embeddings[m, split][[rng.choice(of_class[m, split, c]) for c in labels]] for m in ("audio", "face")]
+        return torch.stack(parts, 1), torch.from_numpy(labels)
+
+    if not all(len(of_class[m, "val", c]) for m in ("audio", "face") for c in both):
+        return None
+    present = torch.ones(GATE_BATCH, 2, dtype=torch.bool)
+    val_x, val_y = pairs("val", 4000)
+
+    def accuracy(present: tuple[bool, bool] = (True, True)) -> float:
+        with torch.no_grad():
+            mask = torch.tensor([present]).expand(len(val_x), 2)
+            return float((net.emotion_head(net.fuse(val_x, mask)).argmax(1) == val_y).float().mean())
+
+    alone = {"accuracy_voice": accuracy((True, False)), "accuracy_face": accuracy((False, True))}
+    before = best = accuracy()
+    kept = {k: v.clone() for k, v in net.gate.state_dict().items()}
+    net.gate.requires_grad_(True)
+    opt = torch.optim.Adam(net.gate.parameters(), lr=1e-2)
+    for step in range(GATE_STEPS):
+        x, y = pairs("train", GATE_BATCH)
+        loss = F.cross_entropy(net.emotion_head(net.fuse(x, present)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 50 == 0 and accuracy() > best:
+            best, kept = accuracy(), {k: v.clone() for k, v in net.gate.state_dict().items()}
+    net.gate.load_state_dict(kept)
+    net.gate.requires_grad_(False)
+    log.info("fusion gate on label-matched validation pairs: voice %.3f, face %.3f, fused %.3f with equal weights, "
+             "%.3f learnt", alone["accuracy_voice"], alone["accuracy_face"], before, best)
+    return {"val_pairs": len(val_x), **alone, "accuracy_equal_weights": before, "accuracy_learnt": best}
+
+
 # ---------------------------------------------------------------- the run
 
 def learning_rate(step: int, total: int, peak: float, warmup: float = 0.1) -> float:
@@ -474,6 +531,8 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> Avemo
         open_parts = {part for m in active for part in trained[m]}
         if "video" in active or {"audio", "face"} <= set(active):
             open_parts |= {"norm", "emotion_head", "sentiment_head", "gate"}
+        if s.epochs == 0:  # the whole network as it is; only the stages after training run
+            open_parts = set()
         start, _ = load_net(s.init)
         mine = net.state_dict()
         # only what stays frozen is taken: a branch trained here starts fresh, so that nothing it
@@ -486,7 +545,7 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> Avemo
         for name, module in net.named_children():
             if name not in open_parts:
                 module.requires_grad_(False)
-        log.info("starting from %s; trained: %s", s.init, ", ".join(sorted(open_parts)))
+        log.info("starting from %s; trained: %s", s.init, ", ".join(sorted(open_parts)) or "nothing (--epochs 0)")
     return net
 
 
@@ -596,6 +655,10 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         log.setLevel(logging.WARNING)
     s = settings or TrainSettings()
     cfg = config or ModelConfig()
+    if s.epochs == 0:
+        if not s.init:
+            raise AvemoError("--epochs 0 trains no branch: it needs --init MODEL, whose stages after training are run again")
+        cfg = read_config(s.init, "model.safetensors")[0]
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     random.seed(s.seed)
     np.random.seed(s.seed)
@@ -639,7 +702,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         log.info("%s: %s", m, {k: len(v) for k, v in branches[m].items()})
 
     net = _initial_net(cfg, s, active).to(device)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay) if trainable else None
     batch = {"audio": s.audio_batch, "face": s.face_batch, "video": s.video_batch}
     steps_per_epoch = max(max(1, len(branches[m]["train"]) // batch[m]) for m in active)
     total_steps = s.epochs * steps_per_epoch
@@ -653,7 +717,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     state = {"epoch": 0, "best": -1.0, "stale": 0, "history": []}
     run = _run_key(cfg, s, branches)
     ckpt = out_dir / "checkpoint.pt"
-    if ckpt.exists():
+    if ckpt.exists() and opt is not None:
         saved = torch.load(ckpt, weights_only=False, map_location=device)
         if saved.get("run") != run:
             raise AvemoError(f"{out_dir} holds a checkpoint of another run (other data, split, architecture or "
@@ -702,8 +766,9 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         if rank:
             return {}
 
-    net, _ = load_net(out_dir / "best")
-    net.audio.takes_states = cfg.audio_front == "whisper"
+    if s.epochs:
+        net, _ = load_net(out_dir / "best")
+        net.audio.takes_states = cfg.audio_front == "whisper"
     scores = {}
     for m in active:
         if len(branches[m]["test"]):
@@ -711,12 +776,14 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
             log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
             for corpus, report in scores[m]["corpora"].items():
                 log.info("  %s", summary_line(f"test {m} emotion, {corpus}", report))
+    gate = train_fusion_gate(net, branches, s.seed)  # the test scores above are the branches' own: it changes none
     context = train_context_stage(net, branches, s.seed)
     if context:
         scores["context"] = context
     training = {
         "data": data_specs,
         "context_stage": bool(context),
+        "fusion_gate": (gate or "equal weights") if "video" not in active else "trained on paired clips",
         "sizes": {m: {k: len(v) for k, v in branches[m].items()} for m in active},
         "held_out": {m: sorted({held_out_name(i) for i in branches[m]["test"].items}) for m in active},
         "settings": asdict(s),
@@ -729,7 +796,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         before = start.get("training", {})
         for key in ("sizes", "held_out", "test"):
             training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
-        training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(
-            m for m in ("audio", "face") if m not in active)}
+        kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
+        training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
+                            "settings": before.get("settings", {}), "history": before.get("history", [])}
     save_model(net, out_dir, training)
     return scores
