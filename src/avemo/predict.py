@@ -360,8 +360,7 @@ class Model:
         present = np.zeros((len(chunk), 2), bool)
         present[heard, 0] = True
         present[seen, 1] = True
-        fused, emo, sent = self.runtime.fusion(voice, face, present)
-        return fused, emo, sent
+        return self.runtime.fusion(voice, face, present)
 
     def _results(self, items: list[SegmentInputs], emo: np.ndarray, sent: np.ndarray, box_scale: float
                  ) -> list[SegmentResult]:

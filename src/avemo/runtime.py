@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -211,8 +213,6 @@ class SharedRuntime:
     """
 
     def __init__(self, runtime: Runtime, linger: float = 0.05) -> None:
-        import threading
-
         self.base = runtime
         self.name = runtime.name
         self.has_context = runtime.has_context
@@ -231,8 +231,6 @@ class SharedRuntime:
             self._lock.notify_all()  # those waiting for this file's call need not wait any longer
 
     def _merged(self, kind: str, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        import time
-
         request = {"arrays": arrays, "out": None, "error": None}
         with self._lock:
             self._pending[kind].append(request)

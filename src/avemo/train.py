@@ -391,8 +391,8 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (step + 1) % 50 == 0 and accuracy() > best:
-            best, kept = accuracy(), {k: v.clone() for k, v in net.gate.state_dict().items()}
+        if (step + 1) % 50 == 0 and (now := accuracy()) > best:
+            best, kept = now, {k: v.clone() for k, v in net.gate.state_dict().items()}
     net.gate.load_state_dict(kept)
     net.gate.requires_grad_(False)
     log.info("fusion gate on label-matched validation pairs: voice %.3f, face %.3f, fused %.3f with equal weights, "
