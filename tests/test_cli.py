@@ -8,7 +8,7 @@ import pytest
 
 from avemo.cli import main
 
-from .conftest import MEDIA
+from .conftest import MEDIA, REPO
 
 
 def test_json_to_stdout(clips, capsys):
@@ -70,6 +70,8 @@ def test_folder_batch_reports_bad_file_and_finishes_the_rest(clips, tmp_path, ca
     (["predict", "/no/such/clip.mp4"], "avemo: error: /no/such/clip.mp4: no such file"),
     (["predict", str(MEDIA / "no_face.mp4")], "nothing to analyse: no speech and no face in any frame"),
     (["predict", str(MEDIA / "single_face.jpg"), "--model", "/no/model"], "not a model folder"),
+    (["predict", str(REPO / "examples" / "sample.mp4"), "--normalise", "none"],
+     "this model reads voices beside their speaker's statistics: normalise by file, segment or speaker, not none"),
 ])
 def test_user_errors_are_one_line_and_exit_1(args, message, capsys):
     assert main(args) == 1

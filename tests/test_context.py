@@ -50,7 +50,10 @@ def meld_vectors(tmp_path_factory):
             wave = load_audio(utt)
             start, end = speech_span(0.0, len(wave) / 16000, speech_regions(wave), 0.3) or (0.0, len(wave) / 16000)
             mel = model.voice_features(wave[int(start * 16000):int(end * 16000)])[None]  # as predict gives it
-            vec = model.runtime.voice(mel, np.array([mel.shape[1]]))[0]
+            states, steps = model.runtime.states(mel, np.array([mel.shape[1]]))
+            norm = model.normaliser("auto")  # as predict reads a file of one utterance
+            rows = norm([states[0][: steps[0]]]) if norm else [states[0][: steps[0]]]
+            vec = model.runtime.voice(rows[0][None], steps)[0]
             vectors[f"{row['Dialogue_ID']}_{row['Utterance_ID']}"] = vec
         parts.append(vectors)
     with open(root / "audio_embeddings_feature_selection_emotion.pkl", "wb") as f:

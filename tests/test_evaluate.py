@@ -85,3 +85,30 @@ def test_test_split_is_the_speakers_the_model_held_out():
     # a model that records nothing gets a fresh speaker-independent split
     fresh = test_items(load_spec(f"ravdess:{DATA / 'ravdess_speech'}"), {})
     assert len({i.speaker for i in fresh}) == 4
+
+
+def test_evaluate_normalises_each_speaker_over_their_files_or_each_file_alone(tmp_path):
+    """The shipped voice reads speech beside its speaker's statistics: evaluate gathers each
+    speaker's from all of their files first (the default where a manifest names speakers),
+    or takes each file's own; a mode the model was not trained for is one error."""
+    import avemo
+    from avemo.datasets import load_spec
+    from avemo.errors import AvemoError
+    from avemo.evaluate import evaluate_items
+
+    from .conftest import DATA
+
+    model = avemo.load_model()
+    assert model.cfg.voice_norm == "group"
+    items = [i for i in load_spec(f"ravdess:{DATA / 'ravdess_speech'}")
+             if i.speaker in ("ravdess-04", "ravdess-15") and i.path.name.split("-")[2] in ("01", "03", "05")
+             and i.path.name.split("-")[3] == "01"]  # neutral, happy, angry at normal intensity
+    assert len(items) == 2 * 3 * 4
+    by_speaker = evaluate_items(model, items, ("audio",))
+    alone = evaluate_items(model, items, ("audio",), normalise="file")
+    assert by_speaker["normalise"] == "speaker" and alone["normalise"] == "file"
+    assert by_speaker["n"] == alone["n"] == len(items)
+    assert by_speaker["predicted"] != alone["predicted"]  # the same files, read against other statistics
+    assert by_speaker["emotion"]["accuracy"] > 1 / 3 and not by_speaker["emotion"]["collapsed"]
+    with pytest.raises(AvemoError, match="not none"):
+        evaluate_items(model, items, ("audio",), normalise="none")

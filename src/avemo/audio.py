@@ -80,6 +80,8 @@ def log_mel(wave: np.ndarray, settings: MelSettings = MelSettings()) -> np.ndarr
 WHISPER_MELS = 80
 WHISPER_N_FFT = 400
 WHISPER_HOP = 160
+#: Width of Whisper tiny.en's encoder states (`whisper.py`): what the voice branch reads after it.
+WHISPER_WIDTH = 384
 
 
 @lru_cache(maxsize=1)

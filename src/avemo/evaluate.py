@@ -1,7 +1,10 @@
 """Evaluation: a model's scores on labelled files, beside the majority baseline (`metrics`).
 
 Each file is judged whole, as a user's clip would be; a model is scored on the speakers it
-records as held out of its training (`test_items`).
+records as held out of its training (`test_items`). A model trained on normalised voices
+(`normalise.py`) is scored with each speaker's voice standardised by that speaker's own
+statistics over all of their files (`normalise="speaker"`, the default where speakers are
+known), or each file by itself ("file").
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ def test_items(items: list[Item], model_meta: dict) -> list[Item]:
 
 
 def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] = ("audio", "face"),
-                   progress: bool = False) -> dict:
+                   progress: bool = False, normalise: str = "auto") -> dict:
     """Clip-level scores of `model` on labelled files: each whole file is one segment.
 
     Photos are judged by the face branch, audio files by the voice branch, videos by
     both unless `modalities` restricts them. Files that cannot be judged (no face in
     a photo, no speech in an audio file) are listed under `skipped` with the reason,
     never silently dropped; `predicted` names each judged file's predicted emotion.
+    `normalise`: as `Model.predict`'s, and "speaker": each speaker's statistics gathered
+    first over all of their files (the voice front-end runs twice; a file without a speaker
+    is its own); "auto" is "speaker" for a model trained on normalised voices.
     """
     from tqdm import tqdm
 
@@ -49,12 +55,18 @@ def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] 
     from .media import probe
     from .segments import Segment
 
+    if normalise == "auto":
+        normalise = "speaker" if model.cfg.voice_norm == "group" else "none"
+    model.normaliser("file" if normalise == "speaker" else normalise)  # one the model was not trained for: said at once
+    by_speaker = speaker_normalisers(model, items, modalities) if normalise == "speaker" else {}
+    each = "file" if normalise == "speaker" else normalise  # a file whose speaker has no speech gathered
     true_e, pred_e, true_s, pred_s, skipped, predicted = [], [], [], [], [], {}
     for item in tqdm(items, disable=not progress, unit="file"):
         try:
             info = probe(item.path)
             whole = None if info.is_image else [Segment(0.0, info.duration)]
-            (result,) = model.predict_file(item.path, segments=whole, modalities=modalities)
+            (result,) = model.predict_file(item.path, segments=whole, modalities=modalities,
+                                           normalise=by_speaker.get(_speaker(item), each))
         except AvemoError as exc:
             skipped.append({"path": str(item.path), "reason": str(exc)})
             continue
@@ -68,10 +80,39 @@ def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] 
         "n": len(true_e),
         "skipped": skipped,
         "modalities": list(modalities),
+        "normalise": normalise,
         "predicted": predicted,
         "emotion": classification_report(np.array(true_e), np.array(pred_e), list(EMOTIONS)),
         "sentiment": classification_report(np.array(true_s), np.array(pred_s), list(SENTIMENTS)),
     }
+
+
+def _speaker(item: Item) -> str:
+    return item.speaker or str(item.path)
+
+
+def speaker_normalisers(model: Model, items: list[Item], modalities: tuple[str, ...]) -> dict:
+    """Per speaker, a normaliser that holds the statistics of all of that speaker's speech.
+    Why a first pass: these statistics must be known before the first of their files is
+    judged, and only the voice front-end can give them."""
+    from .errors import AvemoError
+    from .media import probe
+    from .normalise import Normaliser, RunningStats
+    from .segments import Segment
+
+    if "audio" not in modalities:
+        return {}
+    gathered: dict[str, RunningStats] = {}
+    for item in items:
+        collect = gathered.setdefault(_speaker(item), RunningStats())
+        try:
+            info = probe(item.path)
+            if info.has_audio:
+                model.predict_file(item.path, segments=[Segment(0.0, info.duration)], modalities=("audio",),
+                                   normalise=Normaliser("segment", collect=collect))
+        except AvemoError:
+            continue  # no speech: it adds nothing, and the second pass reports why
+    return {speaker: Normaliser.fixed(stats.stats()) for speaker, stats in gathered.items() if stats.frames}
 
 
 def confusion_png(report: dict, path: str | Path) -> None:

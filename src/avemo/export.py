@@ -29,7 +29,8 @@ from torch import nn
 
 from .errors import AvemoError
 from .files import written_whole
-from .model import AvemoNet, load_net
+from .model import AvemoNet, load_net, pooled_states
+from .normalise import group_stats, paired
 from .runtime import GRAPHS, OnnxRuntime, TorchRuntime, softmax, weights_digest
 
 log = logging.getLogger("avemo")
@@ -41,13 +42,22 @@ TOLERANCE = 1e-4
 HALF_MIN_SIZE = 4096
 
 
+class _Encoder(nn.Module):
+    def __init__(self, net: AvemoNet) -> None:
+        super().__init__()
+        self.whisper = net.audio.whisper
+
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pooled_states(self.whisper, mel, lengths)
+
+
 class _Voice(nn.Module):
     def __init__(self, net: AvemoNet) -> None:
         super().__init__()
         self.audio = net.audio
 
-    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.audio(mel, lengths)
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.audio(states, lengths)
 
 
 class _Face(nn.Module):
@@ -78,24 +88,30 @@ class _Context(nn.Module):
 
 
 def _examples(net: AvemoNet) -> dict[str, tuple[tuple[torch.Tensor, ...], list[str], list[str], dict]]:
-    """Per graph: example inputs, input and output names, dynamic axes. The voice example's
+    """Per graph: example inputs, input and output names, dynamic axes. The voice examples'
     two rows differ in length, so that the trace keeps the padding masks (with rows of one
     length the encoder would skip them, and the graph would ignore `lengths`)."""
     cfg = net.cfg
     gen = torch.Generator().manual_seed(0)
     mel = torch.randn(2, 320, cfg.voice_bands, generator=gen) * 0.5
     mel[1, 200:] = 0
+    states = torch.randn(2, 80, cfg.voice_input_width, generator=gen)
+    states[1, 50:] = 0
     crops = torch.randint(0, 256, (5, cfg.crop_size, cfg.crop_size), dtype=torch.uint8, generator=gen)
     d = cfg.embed_dim
     out = {
-        "voice": ((mel, torch.tensor([320, 200])), ["mel", "lengths"], ["embedding"],
-                  {"mel": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}, "embedding": {0: "batch"}}),
+        "voice": ((states, torch.tensor([80, 50])), ["states", "lengths"], ["embedding"],
+                  {"states": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}, "embedding": {0: "batch"}}),
         "face": ((crops,), ["crops"], ["embedding"], {"crops": {0: "crops"}, "embedding": {0: "crops"}}),
         "fusion": ((torch.randn(3, d, generator=gen), torch.randn(3, d, generator=gen),
                     torch.tensor([[True, True], [True, False], [False, True]])),
                    ["voice", "face", "present"], ["fused", "emotion", "sentiment"],
                    {name: {0: "batch"} for name in ("voice", "face", "present", "fused", "emotion", "sentiment")}),
     }
+    if net.audio.whisper is not None:
+        out["encoder"] = ((mel, torch.tensor([320, 200])), ["mel", "lengths"], ["states", "state_lengths"],
+                          {"mel": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}, "states": {0: "batch", 1: "steps"},
+                           "state_lengths": {0: "batch"}})
     if net.context is not None:
         out["context"] = ((torch.randn(1, 6, d, generator=gen), torch.tensor([6])), ["fused", "lengths"],
                           ["emotion", "sentiment"], {"fused": {1: "segments"}, "emotion": {1: "segments"},
@@ -143,8 +159,9 @@ def _halve(path: Path) -> None:
 
 def _check(net: AvemoNet, directory: Path) -> float:
     """The largest difference between ONNX Runtime's and torch's emotion and sentiment
-    probabilities on fresh inputs: a voice batch of other lengths than the trace's, crops,
-    and their fusion (and the context stage over the fused rows)."""
+    probabilities on fresh inputs: a voice batch of other lengths than the trace's (through
+    the encoder, and paired with each row standardised where the model normalises), crops, and their
+    fusion (and the context stage over the fused rows)."""
     onnx_rt, torch_rt = OnnxRuntime(directory), TorchRuntime(net)
     rng = np.random.default_rng(1)
     mel = (rng.standard_normal((3, 537, net.cfg.voice_bands)) * 0.5).astype(np.float32)
@@ -155,7 +172,11 @@ def _check(net: AvemoNet, directory: Path) -> float:
     present = np.array([[True, True], [True, False], [False, True]])
     pairs = []
     for rt in (onnx_rt, torch_rt):
-        fused, emotion, sentiment = rt.fusion(rt.voice(mel, lengths), rt.faces(crops)[:3], present)
+        states, steps = rt.states(mel, lengths)
+        rows = [paired(row[:n], group_stats([row[:n]])) if net.cfg.voice_norm == "group" else row[:n]
+                for row, n in zip(states, steps)]
+        states = np.stack([np.pad(r, ((0, states.shape[1] - len(r)), (0, 0))) for r in rows])
+        fused, emotion, sentiment = rt.fusion(rt.voice(states, steps), rt.faces(crops)[:3], present)
         logits = [emotion, sentiment, *(rt.context(fused[None], np.array([3], np.int64)) if rt.has_context else ())]
         pairs.append([softmax(x) for x in logits])
     return max(float(np.abs(a - b).max()) for a, b in zip(*pairs))
@@ -171,7 +192,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> dict:
         raise AvemoError("export needs the onnx package: pip install 'avemo[train]'") from None
     net, meta = load_net(model_dir)
     net.face.for_inference()
-    modules = {"voice": _Voice, "face": _Face, "fusion": _Fusion, "context": _Context}
+    net.audio.takes_states = True  # the voice graph reads states: the encoder is a graph of its own
+    modules = {"encoder": _Encoder, "voice": _Voice, "face": _Face, "fusion": _Fusion, "context": _Context}
     with tempfile.TemporaryDirectory(prefix="avemo-export-") as tmp:
         work = Path(tmp)
         for graph, (args, names_in, names_out, axes) in _examples(net).items():
@@ -188,8 +210,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> dict:
         for graph in record["graphs"]:
             with written_whole(out_dir / f"{graph}.onnx") as target:
                 shutil.copyfile(work / f"{graph}.onnx", target)
-    if "context" not in record["graphs"]:
-        (out_dir / "context.onnx").unlink(missing_ok=True)  # a stale one from an earlier model
+    for graph in set(GRAPHS) - set(record["graphs"]):
+        (out_dir / f"{graph}.onnx").unlink(missing_ok=True)  # a stale one from an earlier model
     with written_whole(out_dir / "config.json") as target:
         target.write_text(json.dumps({**meta, "onnx": record}, indent=2) + "\n")
     log.info("wrote %s (%s; ONNX Runtime within %.1g of torch)", out_dir, ", ".join(record["graphs"]), difference)

@@ -31,7 +31,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .config import ModelConfig, card, read_config
 from .errors import AvemoError
 from .files import written_whole
-from .whisper import WIDTH as WHISPER_WIDTH
 from .whisper import WhisperEncoder
 
 
@@ -56,14 +55,14 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        n_mels, ch = cfg.mel["n_mels"], cfg.audio_channels
+        width, ch = cfg.voice_input_width, cfg.audio_channels
         self.whisper = WhisperEncoder().requires_grad_(False) if cfg.audio_front == "whisper" else None
         self.takes_states = False  # True while training on cached encoder states (see `states`)
         if self.whisper is not None:
-            self.front = nn.Sequential(nn.Linear(WHISPER_WIDTH, ch), nn.GELU())
+            self.front = nn.Sequential(nn.Linear(width, ch), nn.GELU())
         else:
             self.front = nn.Sequential(
-                nn.Conv1d(n_mels, ch, 5, stride=2, padding=2),
+                nn.Conv1d(width, ch, 5, stride=2, padding=2),
                 nn.BatchNorm1d(ch),
                 nn.GELU(),
                 nn.Conv1d(ch, ch, 5, stride=2, padding=2),

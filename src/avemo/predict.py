@@ -24,6 +24,7 @@ from .config import ModelConfig
 from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, FaceTracker, main_track
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
+from .normalise import Normaliser
 from .runtime import Runtime, SharedRuntime, open_runtime, softmax
 from .segments import (
     GivenPlanner,
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("avemo")
 
 MODALITIES = ("audio", "face")
+#: How voices are standardised, for a model trained on standardised voices (`normalise.py`):
+#: by the file's speech, by each segment alone; "auto": by file for such a model, else "none".
+NORMALISE = ("auto", "file", "segment", "none")
 #: Sound whose RMS is below this (-80 dBFS) is silent: the VAD skips such a block, and a file this
 #: quiet throughout has "silent audio". Low on purpose: quiet but real speech (RAVDESS at normal
 #: intensity) is for the VAD to judge.
@@ -131,6 +135,24 @@ class Model:
         self.voice_features = partial(voice_features, front=self.cfg.audio_front, settings=self.mel)
         self._detector: FaceDetector | None = None
 
+    def normaliser(self, normalise: str | Normaliser) -> Normaliser | None:
+        """A fresh normaliser for one run (one file, signal or live session), or None for a
+        model whose voices are read as they are; AvemoError for a mode the model was not
+        trained for."""
+        if isinstance(normalise, Normaliser):
+            chosen = normalise.mode
+        elif normalise in NORMALISE:
+            chosen = normalise if normalise != "auto" else "file" if self.cfg.voice_norm == "group" else "none"
+        else:
+            raise AvemoError(f"normalise must be one of {', '.join(NORMALISE)}, not {normalise!r}")
+        if (chosen == "none") != (self.cfg.voice_norm == "none"):
+            trained = "beside their speaker's statistics" if self.cfg.voice_norm == "group" else "as they are"
+            raise AvemoError(f"this model reads voices {trained}: normalise "
+                             f"{'by file, segment or speaker' if self.cfg.voice_norm == 'group' else 'none'}, not {chosen}")
+        if chosen == "none":
+            return None
+        return normalise if isinstance(normalise, Normaliser) else Normaliser(chosen)
+
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
@@ -149,6 +171,7 @@ class Model:
         modalities: Iterable[str] = MODALITIES,
         sampling_rate: int = SAMPLE_RATE,
         batch_files: int = 1,
+        normalise: str | Normaliser = "auto",
     ) -> list[SegmentResult] | dict[str, list[SegmentResult]] | pd.DataFrame:
         """Analyse a file, a list of files, or a mono signal.
 
@@ -162,29 +185,35 @@ class Model:
         (the same times for every file of a list) or `every` asks for fixed windows of that
         many seconds. `modalities`: a list of "audio" and/or "face", the modalities to judge by.
         `batch_files`: for a list, how many files to analyse at once (`predict_files`).
+        `normalise`: how a model trained on normalised voices (`normalise.py`) standardises
+        them: "file" (by all of the file's speech; "auto" picks it for such models, "none" for
+        the others), "segment" (each segment alone), or a `Normaliser`.
         """
         modalities = _check_modalities(modalities)
+        self.normaliser(normalise)  # a mode this model was not trained for: one error, not one per file
         if isinstance(source, np.ndarray):
             wave = _signal(source, sampling_rate)
             if segments is not None:
                 segments = fit_segments(segments, len(wave) / SAMPLE_RATE, "signal")
             sound = (wave[i:i + SOUND_BLOCK] for i in range(0, len(wave), SOUND_BLOCK))
             results = list(self._run("signal", _heard(sound), None, _planner(segments, every, False, False), False,
-                                     modalities, len(wave) / SAMPLE_RATE))
+                                     modalities, len(wave) / SAMPLE_RATE, norm=self.normaliser(normalise)))
             return to_frame({"signal": results}) if as_frame else results
         if isinstance(source, (str, Path)):
-            results = self.predict_file(source, segments=segments, every=every, modalities=modalities)
+            results = self.predict_file(source, segments=segments, every=every, modalities=modalities,
+                                        normalise=normalise)
             return to_frame({str(source): results}) if as_frame else results
         by_file = {}
         for path, outcome in self.predict_files(source, segments=segments, every=every, modalities=modalities,
-                                                batch_files=batch_files):
+                                                batch_files=batch_files, normalise=normalise):
             if isinstance(outcome, AvemoError):
                 log.error("%s", outcome)
             by_file[str(path)] = outcome
         return to_frame(by_file, errors=True) if as_frame else by_file
 
     def predict_files(self, paths: Iterable[str | Path], segments: list[Segment] | None = None, every: float | None = None,
-                      modalities: Iterable[str] = MODALITIES, batch_files: int = 1
+                      modalities: Iterable[str] = MODALITIES, batch_files: int = 1,
+                      normalise: str | Normaliser = "auto"
                       ) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
         """Each file's results in the order given, or the AvemoError that stopped it (not
         raised: one bad file does not stop the others). `batch_files` > 1 analyses that many files at once, one thread each,
@@ -192,7 +221,8 @@ class Model:
         needs to be busy; the results are those of one file at a time."""
         def one(model: Model, path: str | Path) -> list[SegmentResult] | AvemoError:
             try:
-                return model.predict_file(path, segments=segments, every=every, modalities=modalities)
+                return model.predict_file(path, segments=segments, every=every, modalities=modalities,
+                                          normalise=normalise)
             except AvemoError as exc:
                 return exc
 
@@ -217,13 +247,13 @@ class Model:
                 yield Path(path), outcome
 
     def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
-                     modalities: Iterable[str] = MODALITIES) -> list[SegmentResult]:
+                     modalities: Iterable[str] = MODALITIES, normalise: str | Normaliser = "auto") -> list[SegmentResult]:
         """Results for one media file; AvemoError when nothing in it can be analysed."""
-        return list(self.stream(path, segments=segments, every=every, modalities=modalities))
+        return list(self.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise))
 
     def stream(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
-               modalities: Iterable[str] = MODALITIES, progress: Callable[[float, float], None] | None = None
-               ) -> Iterator[SegmentResult]:
+               modalities: Iterable[str] = MODALITIES, progress: Callable[[float, float], None] | None = None,
+               normalise: str | Normaliser = "auto") -> Iterator[SegmentResult]:
         """One media file's results, each as soon as its segment is analysed: a long video is
         read in bounded pieces, its first results come while the rest decodes, and memory
         stays the same however long it is. AvemoError when nothing in it can be analysed
@@ -231,6 +261,7 @@ class Model:
         file is read: how far the pipeline has got, of the media's duration; an exception it
         raises stops the run (a cancelled job)."""
         modalities = _check_modalities(modalities)
+        norm = self.normaliser(normalise)
         info = probe(path)
         if "audio" not in modalities and not (info.has_video or info.is_image):
             raise AvemoError(f"{path}: has no picture (sound only), and only the face was asked for (modalities: face)")
@@ -248,10 +279,11 @@ class Model:
             if info.has_audio and "audio" in modalities else None
         frames = read_ahead(iter_frames(path, self.cfg.frame_rate), 64) if see else None
         yield from self._run(str(path), sound, frames, _planner(segments, every, see, info.is_image), info.is_image,
-                             modalities, info.duration, info.width, progress=progress)
+                             modalities, info.duration, info.width, progress=progress, norm=norm)
 
     def live(self, sound: Iterable[np.ndarray], frames: Iterable[tuple[float, np.ndarray]] | None = None, *,
-             modalities: Iterable[str] = MODALITIES, width: int = 0) -> Iterator[SegmentResult]:
+             modalities: Iterable[str] = MODALITIES, width: int = 0, normalise: str | Normaliser = "auto"
+             ) -> Iterator[SegmentResult]:
         """Results for sound and frames as they arrive (a microphone and a camera): `sound`
         yields blocks of 16 kHz mono float32 (a quarter of a second is a good size), `frames`
         (time in s on the sound's clock, grey uint8 picture) as they are taken; either
@@ -261,18 +293,21 @@ class Model:
         modalities = _check_modalities(modalities)
         sound = _heard(sound) if "audio" in modalities else None
         frames = iter(frames) if frames is not None and "face" in modalities else None
-        return self._run("live", sound, frames, SpeechPlanner(frames is not None), False, modalities, 0.0, width, batch=1)
+        return self._run("live", sound, frames, SpeechPlanner(frames is not None), False, modalities, 0.0, width, batch=1,
+                         norm=self.normaliser(normalise))
 
     # ------------------------------------------------------------ stages
 
     def _run(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray]] | None,
              frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
              modalities: tuple[str, ...], declared: float, width: int = 0, batch: int = INFER_BATCH,
-             progress: Callable[[float, float], None] | None = None) -> Iterator[SegmentResult]:
+             progress: Callable[[float, float], None] | None = None, norm: Normaliser | None = None
+             ) -> Iterator[SegmentResult]:
         """The pipeline over a file's sound (blocks, with their VAD probabilities) and its
         frames, a block at a time: the segments each step settles are analysed and given
         out, and what no later segment needs (sound, faces) is let go. `width`: the
-        picture's, to give face boxes in its pixels. Segments are judged `batch` at a time."""
+        picture's, to give face boxes in its pixels. Segments are judged `batch` at a time, their
+        voices standardised by `norm` where the model asks for it."""
         hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image), _Held()
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
@@ -305,7 +340,7 @@ class Model:
                 pending += held.inputs(planner.advance(speech), speech, self, is_image)
                 held.let_go(planner.keep_from)
                 while len(pending) >= batch:
-                    yield from self._judge(pending[:batch], later, _scale(width, frame_width))
+                    yield from self._judge(pending[:batch], later, _scale(width, frame_width), norm)
                     pending = pending[batch:]
                 if progress is not None:
                     reached = max(seen_until, heard / SAMPLE_RATE)
@@ -321,36 +356,41 @@ class Model:
             raise AvemoError(f"{name}: {_nothing_found(sound is not None, voiced, has_picture, modalities, is_image)}")
         if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
-        yield from self._judge(pending, later, _scale(width, frame_width))
+        yield from self._judge(pending, later, _scale(width, frame_width), norm)
         if self.runtime.has_context:
             items, fused = zip(*later)
             emo, sent = self.runtime.context(np.stack(fused)[None], np.array([len(items)], np.int64))
             yield from self._results(list(items), emo[0], sent[0], _scale(width, frame_width))
 
-    def _judge(self, chunk: list[SegmentInputs], later: list, box_scale: float) -> list[SegmentResult]:
+    def _judge(self, chunk: list[SegmentInputs], later: list, box_scale: float, norm: Normaliser | None = None
+               ) -> list[SegmentResult]:
         """Results for a chunk of segments in one batched pass; with a context stage, their
         fused vectors wait in `later` for the file's whole sequence. Chunks of eight segments
         of 16 face crops keep the face CNN's activations near 100 MB (32 took 0.4 GB more, for
         no speed)."""
         if not chunk:
             return []
-        fused, emo, sent = self.judge_inputs(chunk)
+        fused, emo, sent = self.judge_inputs(chunk, norm)
         if self.runtime.has_context:
             for item, vector in zip(chunk, fused):
                 later.append((_judged(item), vector))
             return []
         return self._results(chunk, emo, sent, box_scale)
 
-    def judge_inputs(self, chunk: list[SegmentInputs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def judge_inputs(self, chunk: list[SegmentInputs], norm: Normaliser | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The fused embeddings and the emotion and sentiment logits of a batch of segments:
-        the voice branch over the rows with speech, the face branch over all their crops at
-        once, each row's face the mean of its crops' embeddings."""
+        the voice branch over the rows with speech (their states standardised by `norm`),
+        the face branch over all their crops at once, each row's face the mean of its crops'
+        embeddings."""
         dim = self.cfg.embed_dim
         voice, face = np.zeros((len(chunk), dim), np.float32), np.zeros((len(chunk), dim), np.float32)
         heard = [i for i, p in enumerate(chunk) if p.mel is not None]
         if heard:
-            mel, lengths = _padded([chunk[i].mel for i in heard])
-            voice[heard] = self.runtime.voice(mel, lengths)
+            states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]))
+            if norm is not None:
+                states = _padded(norm([row[:n] for row, n in zip(states, steps)]))[0]
+            voice[heard] = self.runtime.voice(states, steps)
         seen = [i for i, p in enumerate(chunk) if p.crops]
         if seen:
             crops = np.stack([c for i in seen for c in chunk[i].crops])

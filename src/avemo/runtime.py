@@ -1,7 +1,9 @@
 """Runtimes: the network run by ONNX Runtime (the default, no torch needed) or by torch.
 
 The pipeline (`predict.py`) hands each runtime numpy arrays and gets numpy arrays back,
-cut where the network cuts: the voice branch over a batch of padded frames, the face
+cut where the network cuts: the voice front-end over a batch of padded frames (Whisper's
+encoder, where the model has it: `states`), the rest of the voice branch over those states
+(`voice`; the voice normalisation of `normalise.py` comes between the two), the face
 branch over a flat batch of crops, then fusion and heads over the branches' embeddings,
 and the context stage over a file's fused embeddings where the model has one. The mean
 over a segment's crops, which rows have which modality, and the softmax are the
@@ -26,8 +28,11 @@ import numpy as np
 from .config import ModelConfig, read_config
 from .errors import AvemoError
 
-#: The graphs an exported model folder holds (the context graph only where the model has that stage).
-GRAPHS = ("voice", "face", "fusion", "context")
+#: The graphs an exported model folder holds: the encoder only where the voice has Whisper's
+#: front-end, the context graph only where the model has that stage.
+GRAPHS = ("encoder", "voice", "face", "fusion", "context")
+#: The graphs every exported folder has.
+REQUIRED = ("voice", "face", "fusion")
 
 
 class Runtime(Protocol):
@@ -36,8 +41,13 @@ class Runtime(Protocol):
     name: str
     has_context: bool
 
-    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """(B, T, bands) float32 frames and (B,) int64 lengths to (B, embed_dim) embeddings."""
+    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T, bands) float32 frames and (B,) int64 lengths to the voice branch's input
+        frames (B, T', state_width) and their lengths: Whisper's pooled encoder states, or
+        the frames themselves for a log-Mel front-end."""
+
+    def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(B, T', state_width) float32 states and (B,) int64 lengths to (B, embed_dim) embeddings."""
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         """(N, size, size) uint8 crops to (N, embed_dim) embeddings."""
@@ -65,7 +75,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def has_graphs(directory: Path) -> bool:
-    return all((directory / f"{g}.onnx").is_file() for g in GRAPHS[:3])
+    return all((directory / f"{g}.onnx").is_file() for g in REQUIRED)
 
 
 class OnnxRuntime:
@@ -91,7 +101,7 @@ class OnnxRuntime:
             providers.insert(0, "CUDAExecutionProvider")
         self.has_context = (directory / "context.onnx").is_file()
         self._sessions = {}
-        for graph in GRAPHS if self.has_context else GRAPHS[:3]:
+        for graph in (g for g in GRAPHS if g in REQUIRED or (directory / f"{g}.onnx").is_file()):
             try:
                 self._sessions[graph] = ort.InferenceSession(str(directory / f"{graph}.onnx"), options, providers=providers)
             except Exception as exc:  # onnxruntime raises its own exception types for damaged graphs
@@ -104,10 +114,18 @@ class OnnxRuntime:
             session = self._sessions[graph]
             return [v.shape[-1] for v in (session.get_outputs() if outputs else session.get_inputs())]
 
-        expected = {"voice in": cfg.voice_bands, "face in": cfg.crop_size, "voice out": cfg.embed_dim,
-                    "face out": cfg.embed_dim, "emotions": len(cfg.emotions), "sentiments": len(cfg.sentiments)}
-        found = {"voice in": last("voice", False)[0], "face in": last("face", False)[0], "voice out": last("voice")[0],
+        if (cfg.audio_front == "whisper") != ("encoder" in self._sessions):
+            state = "missing" if cfg.audio_front == "whisper" else "there"
+            raise AvemoError(f"{directory}: its ONNX graphs do not match config.json (its voice's front-end is "
+                             f"{cfg.audio_front}, and encoder.onnx is {state}): export them again (avemo export --onnx)")
+        expected = {"voice in": cfg.voice_input_width, "face in": cfg.crop_size,
+                    "voice out": cfg.embed_dim, "face out": cfg.embed_dim, "emotions": len(cfg.emotions),
+                    "sentiments": len(cfg.sentiments)}
+        found = {"voice in": last("voice", False)[0],
+                 "face in": last("face", False)[0], "voice out": last("voice")[0],
                  "face out": last("face")[0], "emotions": last("fusion")[1], "sentiments": last("fusion")[2]}
+        if "encoder" in self._sessions:
+            expected["encoder in"], found["encoder in"] = cfg.voice_bands, last("encoder", False)[0]
         wrong = [k for k in expected if found[k] != expected[k]]
         if wrong:
             raise AvemoError(f"{directory}: its ONNX graphs do not match config.json ({wrong[0]}: "
@@ -116,8 +134,14 @@ class OnnxRuntime:
     def _run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         return self._sessions[graph].run(None, inputs)
 
-    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._run("voice", mel=mel, lengths=lengths)[0]
+    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if "encoder" not in self._sessions:
+            return mel, lengths
+        states, steps = self._run("encoder", mel=mel, lengths=lengths)
+        return states, steps
+
+    def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._run("voice", states=states, lengths=lengths)[0]
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._run("face", crops=crops)[0]
@@ -146,6 +170,7 @@ class TorchRuntime:
         self.device = torch.device(device)
         self.net = net.eval().to(self.device)
         self.net.face.for_inference()
+        self.net.audio.takes_states = self.net.audio.whisper is not None  # `states` runs the encoder
         self.has_context = self.net.context is not None
 
     def _call(self, fn, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -153,8 +178,16 @@ class TorchRuntime:
             out = fn(*(self._torch.from_numpy(a).to(self.device) for a in arrays))
         return tuple(o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,)))
 
-    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._call(self.net.audio, mel, lengths)[0]
+    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.net.audio.whisper is None:
+            return mel, lengths
+        from .model import pooled_states
+
+        states, steps = self._call(lambda m, n: pooled_states(self.net.audio.whisper, m, n), mel, lengths)
+        return states, steps.astype(np.int64)
+
+    def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._call(self.net.audio, states, lengths)[0]
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._call(self.net.face.embed_crops, crops)[0]
@@ -219,7 +252,7 @@ class SharedRuntime:
         self.linger = linger
         self._lock = threading.Condition()
         self._active = 0
-        self._pending: dict[str, list[dict]] = {"voice": [], "faces": [], "fusion": []}
+        self._pending: dict[str, list[dict]] = {"states": [], "voice": [], "faces": [], "fusion": []}
 
     def enter(self) -> None:
         with self._lock:
@@ -251,11 +284,12 @@ class SharedRuntime:
         """Run `batch`'s calls as one (under the lock: one merged call at a time), each request
         then holding its own rows."""
         try:
-            if kind == "voice":
+            if kind in ("states", "voice"):  # padded frames: padded again to the longest of the batch
                 mels = [r["arrays"][0] for r in batch]
                 frames = max(m.shape[1] for m in mels)
                 mel = np.concatenate([np.pad(m, ((0, 0), (0, frames - m.shape[1]), (0, 0))) for m in mels])
-                outs = (self.base.voice(mel, np.concatenate([r["arrays"][1] for r in batch])),)
+                lengths = np.concatenate([r["arrays"][1] for r in batch])
+                outs = self.base.states(mel, lengths) if kind == "states" else (self.base.voice(mel, lengths),)
             elif kind == "faces":
                 outs = (self.base.faces(np.concatenate([r["arrays"][0] for r in batch])),)
             else:
@@ -269,8 +303,12 @@ class SharedRuntime:
             for r in batch:
                 r["error"] = exc
 
-    def voice(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._merged("voice", (mel, lengths))[0]
+    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        states, steps = self._merged("states", (mel, lengths))
+        return states, steps
+
+    def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._merged("voice", (states, lengths))[0]
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._merged("faces", (crops,))[0]

@@ -39,6 +39,7 @@ from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from .media import SAMPLE_RATE, load_audio
 from .metrics import classification_report, summary_line
 from .model import AvemoNet, load_net, save_model
+from .normalise import Stats, group_stats, paired
 from .splits import held_out_name, split_items
 from .whisper import WIDTH as WHISPER_WIDTH
 
@@ -68,6 +69,7 @@ class TrainSettings:
     init: str | None = None  # a model folder to start from; branches without training data stay as they are there
     audio_variants: int = 0  # augmented copies of each speech file (codec, noise, gain, band), beside the clean one
     noise_files: tuple[str, ...] = ()  # recordings the augmented copies may mix in (music, room tone)
+    own_norm_share: float = 0.3  # voice_norm "group": share of training utterances standardised by their own statistics
 
 
 # ---------------------------------------------------------------- features, cached
@@ -416,10 +418,16 @@ def learning_rate(step: int, total: int, peak: float, warmup: float = 0.1) -> fl
 
 
 class Branch:
-    """The cached inputs and labels of one modality's split."""
+    """The cached inputs and labels of one modality's split.
+
+    With `normalised`, each voice is read beside itself standardised by its speaker's statistics (`normalise.py`;
+    a file without a speaker is its own group), computed per copy (clean, each variant), as
+    `predict` computes them over one recording; in training a share (`own_share`) of the
+    utterances are standardised by their own statistics instead, as a short clip alone is.
+    `by = "file"` scores every utterance standardised alone."""
 
     def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int = 16, step: int = 1,
-                 variants: list[list[np.ndarray]] | None = None) -> None:
+                 variants: list[list[np.ndarray]] | None = None, normalised: bool = False, own_share: float = 0.0) -> None:
         self.modality = modality
         self.items = items
         self.max_faces = max_faces
@@ -428,6 +436,20 @@ class Branch:
         self.variants = variants or []  # augmented copies of the voice features, drawn from in training
         self.emotion = np.array([i.emotion for i in items], dtype=np.int64)
         self.sentiment = np.array([i.sentiment for i in items], dtype=np.int64)
+        self.own_share, self.by = own_share, "group"
+        self.stats: list[list[Stats]] | None = None  # per copy, per item: its group's statistics
+        if normalised and modality == "audio":
+            groups: dict[str, list[int]] = {}
+            for k, item in enumerate(items):
+                groups.setdefault(item.speaker or str(item.path), []).append(k)
+            self.stats = []
+            for copy in [self.feats, *self.variants]:
+                per_item: list[Stats] = [None] * len(items)  # type: ignore[list-item]
+                for members in groups.values():
+                    stats = group_stats([copy[k] for k in members])
+                    for k in members:
+                        per_item[k] = stats
+                self.stats.append(per_item)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -436,6 +458,10 @@ class Branch:
         if self.modality == "audio":
             pick = rng.integers(0, len(self.variants) + 1, len(idx)) if rng is not None else np.zeros(len(idx), int)
             mels = [self.variants[k - 1][i] if k else self.feats[i] for i, k in zip(idx, pick)]
+            if self.stats is not None:
+                own = (rng.random(len(idx)) < self.own_share) if rng is not None else np.full(len(idx), self.by == "file")
+                mels = [paired(m, group_stats([m]) if alone else self.stats[k][i])
+                        for m, i, k, alone in zip(mels, idx, pick, own)]
             mel, lengths = audio_batch(mels, max_frames, rng, self.step)
             return {"mel": mel, "mel_lengths": lengths}
         if self.modality == "face":
@@ -694,7 +720,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
                             name, modality, len(chosen) - len(usable), len(chosen), why)
                 chosen, feats = [chosen[k] for k in usable], [feats[k] for k in usable]
             copies = [[variants[i][k] for i in chosen] for k in range(s.audio_variants)] if modality == "audio" else None
-            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces, step, copies)
+            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces, step, copies,
+                                                             cfg.voice_norm == "group", s.own_norm_share)
     active = [m for m in BRANCHES if len(branches[m]["train"])]
     if not active:
         raise AvemoError("no training files: every corpus given is empty in its train split")
@@ -776,6 +803,14 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
             log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
             for corpus, report in scores[m]["corpora"].items():
                 log.info("  %s", summary_line(f"test {m} emotion, {corpus}", report))
+    if cfg.voice_norm == "group" and "audio" in active and len(branches["audio"]["test"]):
+        test = branches["audio"]["test"]
+        test.by = "file"  # each test utterance standardised alone, as a single short clip is at inference
+        scores["audio_alone"] = branch_reports(net, test, by_corpus=True)
+        test.by = "group"
+        log.info("%s", summary_line("test audio emotion, each file normalised alone", scores["audio_alone"]["emotion"]))
+        for corpus, report in scores["audio_alone"]["corpora"].items():
+            log.info("  %s", summary_line(f"test audio emotion alone, {corpus}", report))
     gate = train_fusion_gate(net, branches, s.seed)  # the test scores above are the branches' own: it changes none
     context = train_context_stage(net, branches, s.seed)
     if context:

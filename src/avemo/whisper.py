@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from .audio import WHISPER_MELS as N_MELS
+from .audio import WHISPER_WIDTH as WIDTH
 
 #: Encoder positions: 30 s of 20 ms states. Longer input is cut to this.
 MAX_STATES = 1500
-WIDTH = 384
 HEADS = 6
 LAYERS = 4
 
