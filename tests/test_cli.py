@@ -71,7 +71,7 @@ def test_folder_batch_reports_bad_file_and_finishes_the_rest(clips, tmp_path, ca
     (["predict", str(MEDIA / "no_face.mp4")], "nothing to analyse: no speech and no face in any frame"),
     (["predict", str(MEDIA / "single_face.jpg"), "--model", "/no/model"], "not a model folder"),
     (["predict", str(REPO / "examples" / "sample.mp4"), "--normalise", "none"],
-     "this model reads voices beside their speaker's statistics: normalise by file, segment or speaker, not none"),
+     "this model reads voices beside their speaker's statistics: normalise by file or segment (evaluate: or speaker), not none"),
 ])
 def test_user_errors_are_one_line_and_exit_1(args, message, capsys):
     assert main(args) == 1

@@ -148,7 +148,7 @@ class Model:
         if (chosen == "none") != (self.cfg.voice_norm == "none"):
             trained = "beside their speaker's statistics" if self.cfg.voice_norm == "group" else "as they are"
             raise AvemoError(f"this model reads voices {trained}: normalise "
-                             f"{'by file, segment or speaker' if self.cfg.voice_norm == 'group' else 'none'}, not {chosen}")
+                             f"{'by file or segment (evaluate: or speaker)' if self.cfg.voice_norm == 'group' else 'none'}, not {chosen}")
         if chosen == "none":
             return None
         return normalise if isinstance(normalise, Normaliser) else Normaliser(chosen)
