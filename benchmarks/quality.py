@@ -222,6 +222,8 @@ def main() -> None:
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     model = avemo.load_model(args.model)
+    # a normalising voice is scored by speaker (over their files) and each clip alone
+    modes = {"speaker": ", by speaker", "file": ", each file alone"} if model.cfg.voice_norm == "group" else {"none": ""}
 
     voices = []
     for spec in specs(args.data, SPEECH):
@@ -230,9 +232,8 @@ def main() -> None:
         if not held or 1 not in only:
             continue
         name = held[0].corpus
-        for mode in ("speaker", "file") if model.cfg.voice_norm == "group" else ("none",):
+        for mode, how in modes.items():
             voice = evaluate_items(model, held, ("audio",), normalise=mode)
-            how = {"speaker": ", by speaker", "file": ", each file alone", "none": ""}[mode]
             print(summary_line(f"1. voice, held-out speakers of {name}{how} (chance {chance(voice['emotion']):.3f})",
                                voice["emotion"]), f"[{len(voice['skipped'])} skipped: no speech]", flush=True)
 
@@ -250,7 +251,6 @@ def main() -> None:
             print(summary_line(f"2. face, {name}, fer package", classification_report(truth, peer, list(EMOTIONS))), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        modes = {"speaker": ", by speaker", "file": ", each clip alone"} if model.cfg.voice_norm == "group" else {"none": ""}
         if 3 in only:
             clips = composite_clips(voices, faces, args.clips, Path(tmp))
             for mode, how in modes.items():

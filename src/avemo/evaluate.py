@@ -57,9 +57,9 @@ def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] 
 
     if normalise == "auto":
         normalise = "speaker" if model.cfg.voice_norm == "group" else "none"
-    model.normaliser("file" if normalise == "speaker" else normalise)  # one the model was not trained for: said at once
+    each = "file" if normalise == "speaker" else normalise  # also for a file whose speaker has no speech gathered
+    model.normaliser(each)  # a mode the model was not trained for: said at once
     by_speaker = speaker_normalisers(model, items, modalities) if normalise == "speaker" else {}
-    each = "file" if normalise == "speaker" else normalise  # a file whose speaker has no speech gathered
     true_e, pred_e, true_s, pred_s, skipped, predicted = [], [], [], [], [], {}
     for item in tqdm(items, disable=not progress, unit="file"):
         try:

@@ -30,7 +30,8 @@ from torch import nn
 from .errors import AvemoError
 from .files import written_whole
 from .model import AvemoNet, load_net, pooled_states
-from .normalise import group_stats, paired
+from .normalise import Normaliser
+from .predict import normalised
 from .runtime import GRAPHS, OnnxRuntime, TorchRuntime, softmax, weights_digest
 
 log = logging.getLogger("avemo")
@@ -173,9 +174,8 @@ def _check(net: AvemoNet, directory: Path) -> float:
     pairs = []
     for rt in (onnx_rt, torch_rt):
         states, steps = rt.states(mel, lengths)
-        rows = [paired(row[:n], group_stats([row[:n]])) if net.cfg.voice_norm == "group" else row[:n]
-                for row, n in zip(states, steps)]
-        states = np.stack([np.pad(r, ((0, states.shape[1] - len(r)), (0, 0))) for r in rows])
+        if net.cfg.voice_norm == "group":
+            states = normalised(states, steps, Normaliser("segment"))
         fused, emotion, sentiment = rt.fusion(rt.voice(states, steps), rt.faces(crops)[:3], present)
         logits = [emotion, sentiment, *(rt.context(fused[None], np.array([3], np.int64)) if rt.has_context else ())]
         pairs.append([softmax(x) for x in logits])

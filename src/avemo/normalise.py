@@ -32,8 +32,10 @@ Stats = tuple[np.ndarray, np.ndarray]
 
 def group_stats(frames: Sequence[np.ndarray]) -> Stats:
     """Mean and standard deviation per dimension over all frames of a group's utterances."""
-    x = np.concatenate([np.asarray(f, np.float32) for f in frames if len(f)])
-    return x.mean(0), np.maximum(x.std(0), STD_FLOOR)
+    running = RunningStats()
+    for f in frames:
+        running.add(f)
+    return running.stats()
 
 
 def standardise(frames: np.ndarray, stats: Stats) -> np.ndarray:

@@ -389,7 +389,7 @@ class Model:
         if heard:
             states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]))
             if norm is not None:
-                states = _padded(norm([row[:n] for row, n in zip(states, steps)]))[0]
+                states = normalised(states, steps, norm)
             voice[heard] = self.runtime.voice(states, steps)
         seen = [i for i, p in enumerate(chunk) if p.crops]
         if seen:
@@ -418,6 +418,11 @@ class Model:
                 face_box=[round(v * box_scale) for v in item.box] if item.box and item.crops else None,
             ))
         return results
+
+
+def normalised(states: np.ndarray, steps: np.ndarray, norm: Normaliser) -> np.ndarray:
+    """Padded voice states (B, T', D) with each row's frames as `norm` gives them to the voice branch."""
+    return _padded(norm([row[:n] for row, n in zip(states, steps)]))[0]
 
 
 def _padded(mels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

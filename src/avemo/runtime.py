@@ -162,6 +162,9 @@ class TorchRuntime:
     def __init__(self, net: object, threads: int | None = None, device: str = "cpu") -> None:
         import torch
 
+        from .model import pooled_states
+
+        self._pooled_states = pooled_states
         if threads:
             torch.set_num_threads(threads)
         if device == "cuda" and not torch.cuda.is_available():
@@ -181,9 +184,7 @@ class TorchRuntime:
     def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.net.audio.whisper is None:
             return mel, lengths
-        from .model import pooled_states
-
-        states, steps = self._call(lambda m, n: pooled_states(self.net.audio.whisper, m, n), mel, lengths)
+        states, steps = self._call(lambda m, n: self._pooled_states(self.net.audio.whisper, m, n), mel, lengths)
         return states, steps.astype(np.int64)
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
