@@ -1,6 +1,6 @@
 """Quality of avemo, each figure beside the majority baseline and chance (and a peer): the model card's numbers.
 
-    python benchmarks/quality.py [--data ../shared/data] [--model DIR] [--only 1,2,3,4] [--clips 240]
+    python benchmarks/quality.py [--data ../shared/data] [--model DIR] [--only 1,2,3,4,5,7] [--clips 240]
                                  [--loco --loco-epochs 30] [--folds 5 --cv-epochs 10]
 
 1. Voice, shipped model: each speech corpus's speakers that its config.json records as held
@@ -27,6 +27,9 @@
 6. With --folds K (retrains K+1 models, voice branch only): speaker-independent
    cross-validation of the training recipe on RAVDESS (K folds of actors, TESS always in
    training), and cross-corpus: trained on RAVDESS alone, tested on TESS.
+7. With --loco and 7 in --only (retrains one face branch per posed face corpus, ~5 min an
+   epoch): leave-one-corpus-out for faces, trained on FER2013 and the other posed corpus,
+   tested on every photo of the one left out (its subjects never seen), FER2013 PublicTest beside.
 """
 
 from __future__ import annotations
@@ -141,20 +144,23 @@ def chance(report: dict) -> float:
 
 
 def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None, voice_norm: str = "none",
-                         only: tuple[str, ...] = ()) -> dict[str, dict]:
+                         only: tuple[str, ...] = (), faces: bool = False) -> dict[str, dict]:
     """For each speech corpus X, a voice branch trained as the shipped one was (the other corpora,
     their own speaker splits for validation, augmented copies, the whisper front-end), tested on
-    every file of X. The item set and order stay those of the full run, so the cached features
-    are reused: X's files are only relabelled as the test split. With `voice_norm` "group",
-    each report has the figures of X's files standardised alone beside it (`alone`).
-    `only`: the corpora to leave out (default all)."""
+    every file of X; with `faces`, for each posed face corpus X, a face branch trained on FER2013
+    and the other posed corpus, tested on every photo of X. The item set and order stay those of
+    the full run, so the cached features are reused: X's files are only relabelled as the test
+    split. With `voice_norm` "group", each voice report has the figures of X's files standardised
+    alone beside it (`alone`). `only`: the corpora to leave out (default all)."""
     from avemo.config import ModelConfig, read_config
     from avemo.splits import split_items
     from avemo.train import TrainSettings, train
 
-    corpora = [load_spec(spec) for spec in specs(data, SPEECH)]
-    settings = TrainSettings(epochs=epochs, init=init, audio_variants=1,
-                             noise_files=(str(data / "media" / "no_face.mp4"), str(data / "media" / "single_face.mp4")))
+    corpora = [load_spec(spec) for spec in specs(data, OTHER_FACES if faces else SPEECH)]
+    always = [f"fer2013:{data / 'fer2013'}"] if faces else []  # in training every time, as in the full run
+    noises = (str(data / "media" / "no_face.mp4"), str(data / "media" / "single_face.mp4"))
+    settings = TrainSettings(epochs=epochs, init=init, audio_variants=0 if faces else 1, noise_files=() if faces else noises)
+    modality, section = ("face", "7. face") if faces else ("audio", "5. voice")
     reports = {}
     for held, items_x in enumerate(corpora):
         name = items_x[0].corpus
@@ -162,7 +168,7 @@ def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None
             continue
         fold = folder / f"loco-{name}"
         fold.mkdir(parents=True, exist_ok=True)
-        fold_specs = []
+        fold_specs = list(always)
         for k, items in enumerate(corpora):
             if k == held:
                 rows = [(i, "test") for i in items]
@@ -173,10 +179,12 @@ def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None
         cfg = replace(read_config(init, "model.safetensors")[0] if init else ModelConfig(), audio_front="whisper",
                       voice_norm=voice_norm)  # the frozen face and heads of `init` fit
         scores = train(fold_specs, fold / "model", settings, cfg, cache_dir=".avemo-cache")
-        reports[name] = scores["audio"]["corpora"][name]
-        how = ", by speaker" if voice_norm == "group" else ""
-        print(summary_line(f"5. voice, left out: {name}{how} (chance {chance(reports[name]):.3f})", reports[name]), flush=True)
-        if "audio_alone" in scores:
+        reports[name] = scores[modality]["corpora"][name]
+        how = ", by speaker" if voice_norm == "group" and not faces else ""
+        print(summary_line(f"{section}, left out: {name}{how} (chance {chance(reports[name]):.3f})", reports[name]), flush=True)
+        if faces:
+            print(summary_line(f"{section}, left out: {name}; FER2013 PublicTest", scores[modality]["corpora"]["fer2013"]))
+        elif "audio_alone" in scores:
             reports[name]["alone"] = scores["audio_alone"]["corpora"][name]
             print(summary_line(f"5. voice, left out: {name}, each file alone", reports[name]["alone"]), flush=True)
     return reports
@@ -218,7 +226,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=0, help="section 6's actor folds (0: skip the retraining)")
     parser.add_argument("--cv-epochs", type=int, default=10)
     parser.add_argument("--model", help="model folder (default: the shipped model)")
-    parser.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,4 (5 and 6 also need --loco, --folds)")
+    parser.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,4 (5 and 7 also need --loco, "
+                        "6 --folds)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     model = avemo.load_model(args.model)
@@ -269,13 +278,16 @@ def main() -> None:
                     print(summary_line(f"4. {name}, real audio-visual clips{how} ({hits} of {real[name]['n']} right)",
                                        real[name]), flush=True)
 
-        if args.loco:
+        for section, faces in ((5, False), (7, True)) if args.loco else ():
+            if section not in only:
+                continue
             loco = leave_one_corpus_out(args.data, Path(tmp), args.loco_epochs, args.model or str(default_model_dir()),
-                                        model.cfg.voice_norm, tuple(args.loco_corpora.split(",")) if args.loco_corpora else ())
+                                        model.cfg.voice_norm, tuple(args.loco_corpora.split(",")) if args.loco_corpora else (),
+                                        faces)
             for how, pick in (("", lambda r: r), (", each file alone", lambda r: r.get("alone"))):
                 chosen = [pick(r) for r in loco.values() if pick(r)]
                 for key in ("uar", "macro_f1") if chosen else ():
-                    print(f"5. leave-one-corpus-out{how}, mean over {len(chosen)} corpora: {key} "
+                    print(f"{section}. leave-one-corpus-out{how}, mean over {len(chosen)} corpora: {key} "
                           f"{np.mean([r[key] for r in chosen]):.3f} (chance {np.mean([chance(r) for r in chosen]):.3f})")
 
         if args.folds:

@@ -197,6 +197,7 @@ def test_resume_onto_a_file_avemo_did_not_write(tmp_path, capsys, name, text, me
     ('{"format_version": 1, "architecture": {"embed_dim": "wide"}}', "its architecture is not one avemo knows"),
     ('{"format_version": 1, "architecture": {"layers_of_doom": 3}}', "its architecture is not one avemo knows"),
     ('{"format_version": 1}', "its architecture is not one avemo knows"),
+    ('{"format_version": 1, "architecture": {"voiceprint": true}}', "its architecture is not one avemo knows"),
     ('{"format_version": 1, "architecture": {"embed_dim": 64}}', "do not match config.json"),
 ])
 def test_a_model_folder_with_a_broken_config(tmp_path, capsys, config, message, runtime):

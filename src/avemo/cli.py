@@ -233,7 +233,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()))
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
-                      voice_norm=args.voice_norm)
+                      voice_norm=args.voice_norm, voiceprint=args.voiceprint)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--voice-norm", choices=["none", "group"], default="none",
                    help="group: each speaker's voice standardised by that speaker's statistics (predict: by file "
                         "or speaker, --normalise)")
+    t.add_argument("--voiceprint", action="store_true",
+                   help="whisper front-end: each utterance's voiceprint (Resemblyzer's speaker encoder) beside its "
+                        "states (needs pip install --no-deps resemblyzer==0.1.4, or the shipped model, which carries it)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
     t.add_argument("--variants", type=int, default=0,

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .audio import WHISPER_MELS, WHISPER_WIDTH, MelSettings
+from .audio import PRINT_MELS, PRINT_WIDTH, WHISPER_MELS, WHISPER_WIDTH, MelSettings
 from .errors import AvemoError
 from .labels import EMOTIONS, SENTIMENTS
 from .normalise import VOICE_NORMS
@@ -39,17 +39,22 @@ class ModelConfig:
     max_faces: int = 16  # face crops per segment given to the model
     context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
     voice_norm: str = "none"  # "group": voice frames read as they are and standardised per speaker or file (`normalise.py`)
+    voiceprint: bool = False  # the whisper front-end's states with each utterance's voiceprint beside them (`voiceprint.py`)
 
     @property
     def voice_bands(self) -> int:
         """Bands of the voice's log-Mel frames."""
-        return WHISPER_MELS if self.audio_front == "whisper" else self.mel["n_mels"]
+        if self.audio_front != "whisper":
+            return self.mel["n_mels"]
+        return WHISPER_MELS + (PRINT_MELS if self.voiceprint else 0)
 
     @property
     def state_width(self) -> int:
         """Width of the frames the voice branch reads after its front-end (`runtime.Runtime.states`):
-        Whisper's encoder states, or the log-Mel bands themselves."""
-        return WHISPER_WIDTH if self.audio_front == "whisper" else self.mel["n_mels"]
+        Whisper's encoder states (and the voiceprint beside them), or the log-Mel bands themselves."""
+        if self.audio_front != "whisper":
+            return self.mel["n_mels"]
+        return WHISPER_WIDTH + (PRINT_WIDTH if self.voiceprint else 0)
 
     @property
     def voice_input_width(self) -> int:
@@ -81,6 +86,8 @@ def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]
         cfg = ModelConfig(**meta["architecture"])
         if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm") or cfg.voice_norm not in VOICE_NORMS:
             raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}, voice_norm {cfg.voice_norm!r}")
+        if cfg.voiceprint and cfg.audio_front != "whisper":
+            raise ValueError("a voiceprint is read beside Whisper's states: audio_front must be whisper")
         defaults = ModelConfig()
         for f in fields(cfg):
             value, kind = getattr(cfg, f.name), type(getattr(defaults, f.name))

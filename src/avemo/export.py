@@ -1,8 +1,9 @@
 """Export: a trained model's network as ONNX graphs, which `runtime.OnnxRuntime` runs
 without torch.
 
-The graphs are cut as `runtime.py` says (voice branch, face branch, fusion + heads, and
-the context stage where the model has one), each with dynamic batch and sequence axes,
+The graphs are cut as `runtime.py` says (Whisper's encoder and the voiceprint encoder where
+the voice has them, voice branch, face branch, fusion + heads, and the context stage where
+the model has one), each with dynamic batch and sequence axes,
 and written beside a copy of the model's config.json, which records the weights they
 came from. Weights that are exactly half-precision numbers (the frozen Whisper encoder,
 kept so in the safetensors) are stored as float16 and cast back when a session opens:
@@ -27,12 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .audio import PRINT_MELS, WHISPER_MELS
 from .errors import AvemoError
 from .files import written_whole
 from .model import AvemoNet, load_net, pooled_states
 from .normalise import Normaliser
 from .predict import normalised
 from .runtime import GRAPHS, OnnxRuntime, TorchRuntime, softmax, weights_digest
+from .voiceprint import WINDOW
 
 log = logging.getLogger("avemo")
 
@@ -50,6 +53,15 @@ class _Encoder(nn.Module):
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return pooled_states(self.whisper, mel, lengths)
+
+
+class _Voiceprint(nn.Module):
+    def __init__(self, net: AvemoNet) -> None:
+        super().__init__()
+        self.voiceprint = net.audio.voiceprint
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.voiceprint(windows)
 
 
 class _Voice(nn.Module):
@@ -113,6 +125,9 @@ def _examples(net: AvemoNet) -> dict[str, tuple[tuple[torch.Tensor, ...], list[s
         out["encoder"] = ((mel, torch.tensor([320, 200])), ["mel", "lengths"], ["states", "state_lengths"],
                           {"mel": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}, "states": {0: "batch", 1: "steps"},
                            "state_lengths": {0: "batch"}})
+    if net.audio.voiceprint is not None:
+        windows = torch.rand(3, WINDOW, PRINT_MELS, generator=gen)
+        out["voiceprint"] = ((windows,), ["windows"], ["embedding"], {"windows": {0: "windows"}, "embedding": {0: "windows"}})
     if net.context is not None:
         out["context"] = ((torch.randn(1, 6, d, generator=gen), torch.tensor([6])), ["fused", "lengths"],
                           ["emotion", "sentiment"], {"fused": {1: "segments"}, "emotion": {1: "segments"},
@@ -166,6 +181,7 @@ def _check(net: AvemoNet, directory: Path) -> float:
     onnx_rt, torch_rt = OnnxRuntime(directory), TorchRuntime(net)
     rng = np.random.default_rng(1)
     mel = (rng.standard_normal((3, 537, net.cfg.voice_bands)) * 0.5).astype(np.float32)
+    mel[:, :, WHISPER_MELS:] **= 2  # the voiceprint's bands (if any) are Mel power
     lengths = np.array([537, 301, 45], np.int64)
     for row, n in enumerate(lengths):
         mel[row, n:] = 0
@@ -193,7 +209,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> dict:
     net, meta = load_net(model_dir)
     net.face.for_inference()
     net.audio.takes_states = True  # the voice graph reads states: the encoder is a graph of its own
-    modules = {"encoder": _Encoder, "voice": _Voice, "face": _Face, "fusion": _Fusion, "context": _Context}
+    modules = {"encoder": _Encoder, "voiceprint": _Voiceprint, "voice": _Voice, "face": _Face, "fusion": _Fusion, "context": _Context}
     with tempfile.TemporaryDirectory(prefix="avemo-export-") as tmp:
         work = Path(tmp)
         for graph, (args, names_in, names_out, axes) in _examples(net).items():

@@ -22,25 +22,60 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .audio import PRINT_MELS, PRINT_WIDTH
 from .config import ModelConfig, card, read_config
 from .errors import AvemoError
 from .files import written_whole
-from .whisper import WhisperEncoder
+from .voiceprint import with_voiceprints
+from .whisper import N_MELS, WhisperEncoder
 
 
 @torch.no_grad()
 def pooled_states(whisper: WhisperEncoder, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whisper log-Mel (B, T, 80) to the encoder's states averaged in pairs (B, T/4, 384), and their lengths."""
-    states = whisper(mel.transpose(1, 2), lengths)
+    """Whisper log-Mel (B, T, 80; bands past the 80th are the voiceprint's, not read here) to the
+    encoder's states averaged in pairs (B, T/4, 384), and their lengths."""
+    states = whisper(mel[:, :, :N_MELS].transpose(1, 2), lengths)
     steps = whisper.state_lengths(lengths)
     pooled = nn.functional.avg_pool1d(states.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)
     return pooled, ((steps + 1) // 2).clamp(min=1)
+
+
+class VoiceprintLSTM(nn.Module):
+    """Resemblyzer's GE2E speaker encoder (`voiceprint.py`): windows of 40-band Mel power
+    (N, 160, 40) to L2-normed embeddings (N, 256)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(PRINT_MELS, PRINT_WIDTH, 3, batch_first=True)
+        self.linear = nn.Linear(PRINT_WIDTH, PRINT_WIDTH)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(windows)
+        embeds = torch.relu(self.linear(hidden[-1]))
+        return embeds / embeds.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+@torch.no_grad()
+def encoder_states(audio: AudioEncoder, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the whisper front-end's recurrent branch reads (`AudioEncoder.takes_states`): the
+    pooled encoder states, and where the model has one each row's voiceprint beside them."""
+    states, steps = pooled_states(audio.whisper, mel, lengths)
+    if audio.voiceprint is None:
+        return states, steps
+
+    def embed(w: np.ndarray) -> np.ndarray:
+        return audio.voiceprint(torch.from_numpy(w).to(mel.device)).float().cpu().numpy()
+
+    both = with_voiceprints(states.float().cpu().numpy(), steps.cpu().numpy(), mel.float().cpu().numpy(),
+                            lengths.cpu().numpy(), embed)
+    return torch.from_numpy(both).to(mel.device), steps
 
 
 class AudioEncoder(nn.Module):
@@ -48,15 +83,18 @@ class AudioEncoder(nn.Module):
 
     The front-end is either strided convolutions over 64-band log-Mel frames (÷4 in time:
     25 states a second), or Whisper tiny.en's frozen encoder over its own 80-band log-Mel,
-    its states averaged in pairs (also 25 a second) and projected. Training the whisper
-    front-end reads encoder states computed once and cached (`takes_states`, `pooled_states`): the encoder
-    never changes, and running it every epoch would cost more than the rest of training.
+    its states averaged in pairs (also 25 a second) and projected, with the utterance's
+    voiceprint (Resemblyzer's frozen speaker encoder, `voiceprint.py`) beside each state where
+    `cfg.voiceprint`. Training the whisper front-end reads encoder states computed once and
+    cached (`takes_states`, `encoder_states`): the encoders never change, and running them
+    every epoch would cost more than the rest of training.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         width, ch = cfg.voice_input_width, cfg.audio_channels
         self.whisper = WhisperEncoder().requires_grad_(False) if cfg.audio_front == "whisper" else None
+        self.voiceprint = VoiceprintLSTM().requires_grad_(False) if cfg.voiceprint else None
         self.takes_states = False  # True while training on cached encoder states (see `states`)
         if self.whisper is not None:
             self.front = nn.Sequential(nn.Linear(width, ch), nn.GELU())
@@ -81,7 +119,7 @@ class AudioEncoder(nn.Module):
             steps = ((lengths + 3) // 4).clamp(min=1, max=x.shape[1])
         else:
             if not self.takes_states:
-                mel, lengths = pooled_states(self.whisper, mel, lengths)
+                mel, lengths = encoder_states(self, mel, lengths)
             x = self.front(mel)
             steps = lengths.clamp(min=1, max=x.shape[1])
         packed = nn.utils.rnn.pack_padded_sequence(x, steps.cpu(), batch_first=True, enforce_sorted=False)
@@ -242,7 +280,7 @@ class ContextNet(nn.Module):
         return self.emotion_head(h), self.sentiment_head(h)
 
 
-_FROZEN_HALF = "audio.whisper."
+_FROZEN_HALF = ("audio.whisper.", "audio.voiceprint.")
 
 
 def save_model(net: AvemoNet, directory: str | Path, training: dict | None = None) -> None:
@@ -254,6 +292,19 @@ def save_model(net: AvemoNet, directory: str | Path, training: dict | None = Non
         save_file(state, str(tmp))
     with written_whole(directory / "config.json") as tmp:
         tmp.write_text(json.dumps(card(net.cfg, training), indent=2) + "\n")
+
+
+def shipped_state(prefix: str, missing: str) -> dict[str, torch.Tensor]:
+    """The shipped default model's weights under `prefix` (a frozen pretrained encoder it
+    carries), as float32 and named without the prefix: where the package they came from is
+    not installed, training reads them from there. AvemoError(`missing`) where it has none."""
+    from importlib import resources
+
+    shipped = Path(str(resources.files("avemo"))) / "assets" / "default" / "model.safetensors"
+    state = {k[len(prefix):]: v.float() for k, v in load_file(str(shipped)).items() if k.startswith(prefix)}
+    if not state:
+        raise AvemoError(missing)
+    return state
 
 
 def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:

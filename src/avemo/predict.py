@@ -132,7 +132,8 @@ class Model:
         self.meta = meta
         self.cfg = cfg
         self.mel = MelSettings(**self.cfg.mel)
-        self.voice_features = partial(voice_features, front=self.cfg.audio_front, settings=self.mel)
+        self.voice_features = partial(voice_features, front=self.cfg.audio_front, settings=self.mel,
+                                      voiceprint=self.cfg.voiceprint)
         self._detector: FaceDetector | None = None
 
     def normaliser(self, normalise: str | Normaliser) -> Normaliser | None:

@@ -27,10 +27,11 @@ import numpy as np
 
 from .config import ModelConfig, read_config
 from .errors import AvemoError
+from .voiceprint import with_voiceprints
 
 #: The graphs an exported model folder holds: the encoder only where the voice has Whisper's
-#: front-end, the context graph only where the model has that stage.
-GRAPHS = ("encoder", "voice", "face", "fusion", "context")
+#: front-end, the voiceprint only where it reads one, the context graph only where the model has that stage.
+GRAPHS = ("encoder", "voiceprint", "voice", "face", "fusion", "context")
 #: The graphs every exported folder has.
 REQUIRED = ("voice", "face", "fusion")
 
@@ -43,8 +44,9 @@ class Runtime(Protocol):
 
     def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, T, bands) float32 frames and (B,) int64 lengths to the voice branch's input
-        frames (B, T', state_width) and their lengths: Whisper's pooled encoder states, or
-        the frames themselves for a log-Mel front-end."""
+        frames (B, T', state_width) and their lengths: Whisper's pooled encoder states (with
+        the voiceprint beside them where the model reads one), or the frames themselves for a
+        log-Mel front-end."""
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(B, T', state_width) float32 states and (B,) int64 lengths to (B, embed_dim) embeddings."""
@@ -118,6 +120,11 @@ class OnnxRuntime:
             state = "missing" if cfg.audio_front == "whisper" else "there"
             raise AvemoError(f"{directory}: its ONNX graphs do not match config.json (its voice's front-end is "
                              f"{cfg.audio_front}, and encoder.onnx is {state}): export them again (avemo export --onnx)")
+        if cfg.voiceprint != ("voiceprint" in self._sessions):
+            state = "missing" if cfg.voiceprint else "there"
+            raise AvemoError(f"{directory}: its ONNX graphs do not match config.json (its voice "
+                             f"{'reads' if cfg.voiceprint else 'reads no'} voiceprint, and voiceprint.onnx is {state}): "
+                             "export them again (avemo export --onnx)")
         expected = {"voice in": cfg.voice_input_width, "face in": cfg.crop_size,
                     "voice out": cfg.embed_dim, "face out": cfg.embed_dim, "emotions": len(cfg.emotions),
                     "sentiments": len(cfg.sentiments)}
@@ -138,6 +145,8 @@ class OnnxRuntime:
         if "encoder" not in self._sessions:
             return mel, lengths
         states, steps = self._run("encoder", mel=mel, lengths=lengths)
+        if "voiceprint" in self._sessions:
+            states = with_voiceprints(states, steps, mel, lengths, lambda w: self._run("voiceprint", windows=w)[0])
         return states, steps
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -162,9 +171,9 @@ class TorchRuntime:
     def __init__(self, net: object, threads: int | None = None, device: str = "cpu") -> None:
         import torch
 
-        from .model import pooled_states
+        from .model import encoder_states
 
-        self._pooled_states = pooled_states
+        self._encoder_states = encoder_states
         if threads:
             torch.set_num_threads(threads)
         if device == "cuda" and not torch.cuda.is_available():
@@ -184,7 +193,7 @@ class TorchRuntime:
     def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.net.audio.whisper is None:
             return mel, lengths
-        states, steps = self._call(lambda m, n: self._pooled_states(self.net.audio.whisper, m, n), mel, lengths)
+        states, steps = self._call(lambda m, n: self._encoder_states(self.net.audio, m, n), mel, lengths)
         return states, steps.astype(np.int64)
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:

