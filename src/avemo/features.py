@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .audio import PRINT_WIDTH, MelSettings, voice_features
+from .audio import MelSettings, voice_features
 from .augment import real_world
 from .config import ModelConfig
 from .datasets import Item
@@ -32,7 +32,6 @@ from .files import written_whole
 from .media import SAMPLE_RATE, load_audio
 from .model import AudioEncoder, encoder_states
 from .voiceprint import pretrained_state as voiceprint_state
-from .whisper import WIDTH as WHISPER_WIDTH
 from .whisper import pretrained_state as whisper_state
 
 log = logging.getLogger("avemo")
@@ -52,8 +51,7 @@ def _whole_file(args: tuple[str, dict, str, bool, int, tuple[str, ...], float, i
 
     path, mel, front, voiceprint, variant, noise_files, fps, max_faces = args
     torch.set_num_threads(1)
-    # the cache holds the encoder's states (and voiceprints)
-    bands = WHISPER_WIDTH + (PRINT_WIDTH if voiceprint else 0) if front == "whisper" else mel["n_mels"]
+    bands = ModelConfig(mel=mel, audio_front=front, voiceprint=voiceprint).state_width  # the cache holds the states
     no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     try:
         info = probe(path)

@@ -116,15 +116,11 @@ class OnnxRuntime:
             session = self._sessions[graph]
             return [v.shape[-1] for v in (session.get_outputs() if outputs else session.get_inputs())]
 
-        if (cfg.audio_front == "whisper") != ("encoder" in self._sessions):
-            state = "missing" if cfg.audio_front == "whisper" else "there"
-            raise AvemoError(f"{directory}: its ONNX graphs do not match config.json (its voice's front-end is "
-                             f"{cfg.audio_front}, and encoder.onnx is {state}): export them again (avemo export --onnx)")
-        if cfg.voiceprint != ("voiceprint" in self._sessions):
-            state = "missing" if cfg.voiceprint else "there"
-            raise AvemoError(f"{directory}: its ONNX graphs do not match config.json (its voice "
-                             f"{'reads' if cfg.voiceprint else 'reads no'} voiceprint, and voiceprint.onnx is {state}): "
-                             "export them again (avemo export --onnx)")
+        for graph, needed, what in (("encoder", cfg.audio_front == "whisper", f"its voice's front-end is {cfg.audio_front}"),
+                                    ("voiceprint", cfg.voiceprint, f"its voice reads {'a' if cfg.voiceprint else 'no'} voiceprint")):
+            if needed != (graph in self._sessions):
+                raise AvemoError(f"{directory}: its ONNX graphs do not match config.json ({what}, and {graph}.onnx is "
+                                 f"{'missing' if needed else 'there'}): export them again (avemo export --onnx)")
         expected = {"voice in": cfg.voice_input_width, "face in": cfg.crop_size,
                     "voice out": cfg.embed_dim, "face out": cfg.embed_dim, "emotions": len(cfg.emotions),
                     "sentiments": len(cfg.sentiments)}
