@@ -231,7 +231,8 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainSettings, train
 
     settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
-                             audio_variants=args.variants, noise_files=tuple(args.noise or ()))
+                             audio_variants=args.variants, noise_files=tuple(args.noise or ()), warm=args.warm,
+                             face_mixup=args.mixup, lr=args.lr)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
@@ -350,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "states (needs pip install --no-deps resemblyzer==0.1.4, or the shipped model, which carries it)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
+    t.add_argument("--warm", action="store_true",
+                   help="with --init: the branches trained in this run start from its weights (more epochs on its "
+                        "result; refused unless it held out the same test people)")
+    t.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mix each face batch with itself shuffled, by a Beta(ALPHA, ALPHA) share (0: off; 0.2 is usual)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule (default 2e-3)")
     t.add_argument("--variants", type=int, default=0,
                    help="augmented copies of each speech file (codecs, noise, gain, band), cached beside the clean one")
     t.add_argument("--noise", action="append", help="a recording the augmented copies may mix in (repeatable)")

@@ -21,21 +21,19 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .batches import Branch, Mix, draw, mixed_faces
 from .config import ModelConfig, read_config
-from .datasets import Item, load_spec
+from .datasets import load_spec
 from .errors import AvemoError
-from .faces import CROP_SIZE
 from .features import cached_features, pretrained_front
 from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from .metrics import classification_report, summary_line
 from .model import AvemoNet, load_net, save_model
-from .normalise import Stats, group_stats, paired
 from .splits import held_out_name, split_items
 
 log = logging.getLogger("avemo")
@@ -65,81 +63,8 @@ class TrainSettings:
     audio_variants: int = 0  # augmented copies of each speech file (codec, noise, gain, band), beside the clean one
     noise_files: tuple[str, ...] = ()  # recordings the augmented copies may mix in (music, room tone)
     own_norm_share: float = 0.3  # voice_norm "group": share of training utterances standardised by their own statistics
-
-
-# ---------------------------------------------------------------- batches
-
-def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generator | None,
-                step: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad voice frames into (B, T, bands); with `rng`, augmented as `augment_mel` says.
-    `step`: 10 ms frames per frame (4 for the whisper front-end's pooled states); `max_frames`
-    counts 10 ms frames."""
-    clips, max_frames = [], max_frames // step
-    for m in mels:
-        m = m.astype(np.float32)
-        if rng is not None:
-            m = augment_mel(m, rng, step)
-        if len(m) > max_frames:
-            start = rng.integers(0, len(m) - max_frames + 1) if rng is not None else (len(m) - max_frames) // 2
-            m = m[start:start + max_frames]
-        clips.append(torch.from_numpy(np.ascontiguousarray(m)))
-    lengths = torch.tensor([len(c) for c in clips])
-    return torch.nn.utils.rnn.pad_sequence(clips, batch_first=True), lengths
-
-
-def augment_mel(m: np.ndarray, rng: np.random.Generator, step: int = 1) -> np.ndarray:
-    """Tempo (x0.85-1.15, resampling the frames), a shift of up to 3 Mel bands (a crude
-    vocal-tract-length change) and SpecAugment (two band and two time masks). Frames of
-    `step` > 1 are encoder states, not bands: they get no band shift, and their masks
-    hide whole dimensions.
-
-    Why: RAVDESS has 24 actors and TESS 2, so the voice branch sees few voices; tempo
-    and band shifts make new speakers out of them, masks stop it from leaning on
-    any single band or moment.
-    """
-    n = max(2, round(len(m) / rng.uniform(0.85, 1.15)))
-    pos = np.linspace(0, len(m) - 1, n)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, len(m) - 1)
-    w = (pos - lo)[:, None].astype(np.float32)
-    m = m[lo] * (1 - w) + m[hi] * w
-    shift = int(rng.integers(-3, 4)) if step == 1 else 0
-    if shift:
-        m = np.roll(m, shift, axis=1)
-        edge = slice(0, shift) if shift > 0 else slice(shift, None)
-        m[:, edge] = m[:, [shift if shift > 0 else shift - 1]]
-    for _ in range(2):
-        f = rng.integers(0, 9)
-        f0 = rng.integers(0, m.shape[1] - f + 1)
-        m[:, f0:f0 + f] = 0.0
-        t = rng.integers(0, min(25 // step, len(m) // 5) + 1)
-        t0 = rng.integers(0, len(m) - t + 1)
-        m[t0:t0 + t] = 0.0
-    return m
-
-
-def face_batch(crops: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
-    """(B, 1, 48, 48) uint8; with `rng`, each crop augmented as `augment_face` says."""
-    x = np.stack([augment_face(c, rng) for c in crops]) if rng is not None and len(crops) else crops
-    return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
-
-
-def augment_face(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A mirror half the time, a small rotation (±10°), zoom (±10%) and shift (±4 px),
-    contrast and brightness jitter, and one erased patch a quarter of the time: the
-    pose, framing and lighting differences between a detector's crops and FER2013's."""
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    c = CROP_SIZE / 2
-    affine = cv2.getRotationMatrix2D((c, c), rng.uniform(-10, 10), rng.uniform(0.9, 1.1))
-    affine[:, 2] += rng.uniform(-4, 4, 2)
-    out = cv2.warpAffine(np.ascontiguousarray(crop), affine, (CROP_SIZE, CROP_SIZE), borderMode=cv2.BORDER_REPLICATE)
-    out = cv2.convertScaleAbs(out, alpha=rng.uniform(0.8, 1.2), beta=rng.uniform(-20, 20))
-    if rng.random() < 0.25:
-        side = int(rng.integers(8, 17))
-        x0, y0 = rng.integers(0, CROP_SIZE - side + 1, 2)
-        out[y0:y0 + side, x0:x0 + side] = int(rng.integers(0, 256))
-    return out
+    face_mixup: float = 0.0  # > 0: each face batch mixed with itself shuffled, by a Beta(a, a) share (mixup)
+    warm: bool = False  # with init: the branches trained here start from its weights (same held-out people only)
 
 
 def _loss(logits: tuple[torch.Tensor, torch.Tensor], emo: torch.Tensor, sent: torch.Tensor,
@@ -258,134 +183,17 @@ def learning_rate(step: int, total: int, peak: float, warmup: float = 0.1) -> fl
     return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
-class Branch:
-    """The cached inputs and labels of one modality's split.
-
-    With `normalised`, each voice is read beside itself standardised by its speaker's statistics (`normalise.py`;
-    a file without a speaker is its own group), computed per copy (clean, each variant), as
-    `predict` computes them over one recording; in training a share (`own_share`) of the
-    utterances are standardised by their own statistics instead, as a short clip alone is.
-    `by = "file"` scores every utterance standardised alone."""
-
-    def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int = 16, step: int = 1,
-                 variants: list[list[np.ndarray]] | None = None, normalised: bool = False, own_share: float = 0.0) -> None:
-        self.modality = modality
-        self.items = items
-        self.max_faces = max_faces
-        self.step = step  # 10 ms frames per voice frame
-        self.feats = feats if modality != "face" else (np.stack(feats) if feats else np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8))
-        self.variants = variants or []  # augmented copies of the voice features, drawn from in training
-        self.emotion = np.array([i.emotion for i in items], dtype=np.int64)
-        self.sentiment = np.array([i.sentiment for i in items], dtype=np.int64)
-        self.own_share, self.by = own_share, "group"
-        self.stats: list[list[Stats]] | None = None  # per copy, per item: its group's statistics
-        if normalised and modality == "audio":
-            groups: dict[str, list[int]] = {}
-            for k, item in enumerate(items):
-                groups.setdefault(item.speaker or str(item.path), []).append(k)
-            self.stats = []
-            for copy in [self.feats, *self.variants]:
-                per_item: list[Stats] = [None] * len(items)  # type: ignore[list-item]
-                for members in groups.values():
-                    stats = group_stats([copy[k] for k in members])
-                    for k in members:
-                        per_item[k] = stats
-                self.stats.append(per_item)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def inputs(self, idx: np.ndarray, max_frames: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-        if self.modality == "audio":
-            pick = rng.integers(0, len(self.variants) + 1, len(idx)) if rng is not None else np.zeros(len(idx), int)
-            mels = [self.variants[k - 1][i] if k else self.feats[i] for i, k in zip(idx, pick)]
-            if self.stats is not None:
-                own = (rng.random(len(idx)) < self.own_share) if rng is not None else np.full(len(idx), self.by == "file")
-                mels = [paired(m, group_stats([m]) if alone else self.stats[k][i])
-                        for m, i, k, alone in zip(mels, idx, pick, own)]
-            mel, lengths = audio_batch(mels, max_frames, rng, self.step)
-            return {"mel": mel, "mel_lengths": lengths}
-        if self.modality == "face":
-            crops = face_batch(self.feats[idx], rng)
-            return {"crops": crops, "crop_mask": torch.ones(len(idx), 1, dtype=torch.bool)}
-        return self._clip_inputs(idx, max_frames, rng)
-
-    def _clip_inputs(self, idx: np.ndarray, max_frames: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-        """Paired clips; in training (`rng`), one modality of a clip is hidden 1 time in 4."""
-        n_mels = self.feats[0][0].shape[1]
-        mels = [self.feats[i][0] if len(self.feats[i][0]) else np.zeros((1, n_mels), np.float16) for i in idx]
-        has_audio = torch.tensor([len(self.feats[i][0]) > 0 for i in idx])
-        mel, lengths = audio_batch(mels, max_frames, rng, self.step)
-        crops = torch.zeros(len(idx), self.max_faces, CROP_SIZE, CROP_SIZE, dtype=torch.uint8)
-        mask = torch.zeros(len(idx), self.max_faces, dtype=torch.bool)
-        for row, i in enumerate(idx):
-            clip = self.feats[i][1][: self.max_faces]
-            if len(clip):
-                crops[row, : len(clip)] = face_batch(clip, rng)[:, 0]
-                mask[row, : len(clip)] = True
-        has_face = mask.any(1)
-        if rng is not None:
-            both = (has_audio & has_face).numpy()
-            draw = rng.random(len(idx))
-            has_audio &= torch.from_numpy(~(both & (draw < 0.25)))
-            has_face &= torch.from_numpy(~(both & (draw >= 0.75)))
-        return {"mel": mel, "mel_lengths": lengths, "crops": crops, "crop_mask": mask & has_face[:, None],
-                "has_audio": has_audio, "has_face": has_face}
-
-
-def balanced_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` indices of `items`: a class drawn uniformly, then a corpus that has it, then one of
-    its files. Why: the corpora differ tenfold in size and in which classes they have; drawn
-    in proportion, ASED and nEMO would set the voice branch's idea of every class, and the
-    classes few corpora have (disgust, surprise) would look rare."""
-    by_class: dict[int, dict[str, list[int]]] = {}
-    for k, item in enumerate(items):
-        by_class.setdefault(item.emotion, {}).setdefault(item.corpus, []).append(k)
-    classes = sorted(by_class)
-    out = np.empty(n, dtype=np.int64)
-    for j, c in enumerate(rng.integers(0, len(classes), n)):
-        corpora = by_class[classes[c]]
-        files = corpora[sorted(corpora)[int(rng.integers(0, len(corpora)))]]
-        out[j] = files[int(rng.integers(0, len(files)))]
-    return out
-
-
-def face_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` indices of `items`: a corpus drawn in proportion to the square root of its size,
-    then one of its images. Why: drawn in proportion, FER2013's 29,000 images would drown
-    JAFFE's 200 posed faces (under 1% of the draws); drawn uniformly, JAFFE's few would be
-    seen a hundred times an epoch. Classes are balanced by the loss's weights."""
-    by_corpus: dict[str, list[int]] = {}
-    for k, item in enumerate(items):
-        by_corpus.setdefault(item.corpus, []).append(k)
-    names = sorted(by_corpus)
-    share = np.sqrt([len(by_corpus[c]) for c in names])
-    corpora = rng.choice(len(names), size=n, p=share / share.sum())
-    out = np.empty(n, dtype=np.int64)
-    for j, c in enumerate(corpora):
-        files = by_corpus[names[c]]
-        out[j] = files[int(rng.integers(0, len(files)))]
-    return out
-
-
-def _draw(modality: str, items: list[Item], n: int, balance: bool, rng: np.random.Generator) -> np.ndarray:
-    """One epoch's order of a branch's training items (`n` of them where drawn)."""
-    if balance and modality == "audio":
-        return balanced_draw(items, n, rng)
-    if balance and modality == "face" and len({i.corpus for i in items}) > 1:
-        return face_draw(items, n, rng)
-    return rng.permutation(len(items))
-
-
 def _brief(report: dict) -> dict:
     """A report's headline figures, as a model card keeps them."""
     return {k: report[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "majority_accuracy", "collapsed")}
 
 
-def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> AvemoNet:
+def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out: dict[str, list[str]]) -> AvemoNet:
     """A new network; with `s.init`, that model's weights, where the branches without data
     in this run (and the shared heads) are frozen, so that a voice branch trained alone
-    learns to speak the heads' language the face branch already speaks. The whisper
+    learns to speak the heads' language the face branch already speaks. With `s.warm` the
+    branches trained here start from its weights too (more epochs on a run's result), which
+    is allowed only where it held out the same people as this run (`held_out`). The whisper
     front-end's encoder comes pretrained, frozen, and is fed cached states."""
     net = AvemoNet(cfg)
     if cfg.audio_front == "whisper":
@@ -401,11 +209,17 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str]) -> Avemo
             open_parts |= {"norm", "emotion_head", "sentiment_head", "gate"}
         if s.epochs == 0:  # the whole network as it is; only the stages after training run
             open_parts = set()
-        start, _ = load_net(s.init)
+        start, meta = load_net(s.init)
         mine = net.state_dict()
-        # only what stays frozen is taken: a branch trained here starts fresh, so that nothing it
-        # learnt there (from speakers this run may hold out) carries over
-        kept = {k: v for k, v in start.state_dict().items() if k.split(".")[0] not in open_parts}
+        if s.warm:
+            theirs = meta.get("training", {}).get("held_out", {})
+            differ = [m for m in active if theirs.get(m) != held_out[m]]
+            if differ:
+                raise AvemoError(f"--warm: {s.init} held out other {differ[0]} test people than this run; "
+                                 "its weights have seen this run's test set")
+        # otherwise only what stays frozen is taken: a branch trained here starts fresh, so that
+        # nothing it learnt there (from speakers this run may hold out) carries over
+        kept = {k: v for k, v in start.state_dict().items() if s.warm or k.split(".")[0] not in open_parts}
         wrong = [k for k, v in kept.items() if k not in mine or v.shape != mine[k].shape]
         if wrong:
             raise AvemoError(f"--init {s.init}: its frozen parts do not fit this architecture (first: {wrong[0]})")
@@ -473,8 +287,15 @@ class _StepLoss(torch.nn.Module):
         self.net = net
         self.smoothing = smoothing
 
-    def forward(self, parts: list[tuple[dict, torch.Tensor, torch.Tensor, dict]]) -> torch.Tensor:
-        return sum(_loss(self.net(**inputs), emo, sent, w, self.smoothing) for inputs, emo, sent, w in parts)
+    def forward(self, parts: list[tuple[dict, torch.Tensor, torch.Tensor, dict, Mix | None]]) -> torch.Tensor:
+        total = torch.zeros(())
+        for inputs, emo, sent, w, mix in parts:
+            logits = self.net(**inputs)
+            loss = _loss(logits, emo, sent, w, self.smoothing)
+            if mix is not None:  # the blend's loss: each label in the share of its face
+                loss = mix.share * loss + (1 - mix.share) * _loss(logits, emo[mix.order], sent[mix.order], w, self.smoothing)
+            total = total + loss
+        return total
 
 
 def _end_epoch(net: AvemoNet, opt: torch.optim.Optimizer, state: dict, branches: dict[str, dict[str, Branch]],
@@ -570,7 +391,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     for m in active:
         log.info("%s: %s", m, {k: len(v) for k, v in branches[m].items()})
 
-    net = _initial_net(cfg, s, active).to(device)
+    held_out = {m: sorted({held_out_name(i) for i in branches[m]["test"].items}) for m in active}
+    net = _initial_net(cfg, s, active, held_out).to(device)
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay) if trainable else None
     batch = {"audio": s.audio_batch, "face": s.face_batch, "video": s.video_batch}
@@ -605,7 +427,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         # one process augments with the batch generator (as the shipped model was trained);
         # under torchrun each rank augments its share of the batch with its own generator
         augment = rng if world == 1 else np.random.default_rng([s.seed, state["epoch"], rank])
-        orders = {m: _draw(m, branches[m]["train"].items, steps_per_epoch * batch[m], s.balance_speech, rng) for m in active}
+        orders = {m: draw(m, branches[m]["train"].items, steps_per_epoch * batch[m], s.balance_speech, rng) for m in active}
         total = 0.0
         for step in range(steps_per_epoch):
             parts = []
@@ -614,8 +436,11 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
                 size = batch[m]
                 idx = np.take(orders[m], range(step * size, (step + 1) * size), mode="wrap")[rank::world]
                 inputs = {k: v.to(device) for k, v in b.inputs(idx, s.max_frames, augment).items()}
+                mix = None
+                if m == "face" and s.face_mixup > 0:
+                    inputs, mix = mixed_faces(inputs, s.face_mixup, augment)
                 parts.append((inputs, torch.from_numpy(b.emotion[idx]).to(device),
-                              torch.from_numpy(b.sentiment[idx]).to(device), weights[m]))
+                              torch.from_numpy(b.sentiment[idx]).to(device), weights[m], mix))
             for group in opt.param_groups:
                 group["lr"] = learning_rate(state["epoch"] * steps_per_epoch + step, total_steps, s.lr)
             opt.zero_grad()
@@ -662,7 +487,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         "context_stage": bool(context),
         "fusion_gate": (gate or "equal weights") if "video" not in active else "trained on paired clips",
         "sizes": {m: {k: len(v) for k, v in branches[m].items()} for m in active},
-        "held_out": {m: sorted({held_out_name(i) for i in branches[m]["test"].items}) for m in active},
+        "held_out": held_out,
         "settings": asdict(s),
         "history": state["history"],
         "test": {m: {task: _brief(r) if task != "corpora" else {c: _brief(x) for c, x in r.items()}
