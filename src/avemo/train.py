@@ -288,14 +288,15 @@ class _StepLoss(torch.nn.Module):
         self.smoothing = smoothing
 
     def forward(self, parts: list[tuple[dict, torch.Tensor, torch.Tensor, dict, Mix | None]]) -> torch.Tensor:
-        total = torch.zeros(())
-        for inputs, emo, sent, w, mix in parts:
-            logits = self.net(**inputs)
-            loss = _loss(logits, emo, sent, w, self.smoothing)
-            if mix is not None:  # the blend's loss: each label in the share of its face
-                loss = mix.share * loss + (1 - mix.share) * _loss(logits, emo[mix.order], sent[mix.order], w, self.smoothing)
-            total = total + loss
-        return total
+        return sum(self._part(*part) for part in parts)
+
+    def _part(self, inputs: dict, emo: torch.Tensor, sent: torch.Tensor, w: dict, mix: Mix | None) -> torch.Tensor:
+        logits = self.net(**inputs)
+        loss = _loss(logits, emo, sent, w, self.smoothing)
+        if mix is None:
+            return loss
+        # a blend of two faces: each one's label counts in the share of its face
+        return mix.share * loss + (1 - mix.share) * _loss(logits, emo[mix.order], sent[mix.order], w, self.smoothing)
 
 
 def _end_epoch(net: AvemoNet, opt: torch.optim.Optimizer, state: dict, branches: dict[str, dict[str, Branch]],
