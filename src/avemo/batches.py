@@ -92,7 +92,6 @@ def augment_face(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-
 class Branch:
     """The cached inputs and labels of one modality's split.
 

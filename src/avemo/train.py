@@ -495,8 +495,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
                      for task, r in rep.items()} for m, rep in scores.items()},
     }
     if s.init:  # what the frozen parts were trained on, and scored, stays on the card
-        _, start = load_net(s.init)
-        before = start.get("training", {})
+        before = read_config(s.init, "model.safetensors")[1].get("training", {})  # its card: no weights needed
         for key in ("sizes", "held_out", "test"):
             training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
         kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
