@@ -43,6 +43,17 @@ def test_crop_is_fer_sized_even_at_the_border():
     assert crop.shape == (CROP_SIZE, CROP_SIZE) and crop.dtype == np.uint8
 
 
+def test_a_crop_is_cut_when_asked_for_and_as_the_frame_shows_it():
+    from avemo.faces import FaceTracker
+
+    grey = _grey(MEDIA / "multi_face.jpg")
+    seen = FaceTracker(FaceDetector()).step(0.0, grey)
+    assert len(seen) >= 4 and all("crop" not in o.__dict__ for o in seen)  # nothing cut yet
+    for o in seen:
+        assert np.array_equal(o.crop, crop_face(grey, o.box))
+        assert o.crop is o.crop  # cut once
+
+
 def test_tight_fer2013_crop_counts_as_a_face():
     img = _grey(next((DATA / "fer2013" / "val" / "happy").glob("*.jpg")))
     seen = FaceDetector().observe(0.0, img, is_still=True)

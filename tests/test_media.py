@@ -38,8 +38,10 @@ def test_grey_frames_are_what_a_full_conversion_gives():
     import av
 
     # the luma plane read directly (studio range stretched) equals FFmpeg's conversion to grey
+    # (of the frame decoded as iter_frames decodes it: without deblocking)
     (t, grey), *_ = iter_frames(FACE_VIDEO, fps=5.0)
     with av.open(str(FACE_VIDEO)) as c:
+        c.streams.video[0].codec_context.options = {"skip_loop_filter": "all"}
         first = next(c.decode(video=0))
     assert t == 0.0 and np.array_equal(grey, first.reformat(format="gray").to_ndarray())
     info = probe(FACE_VIDEO)
@@ -70,8 +72,10 @@ def test_truncated_file_decodes_its_first_part(clips):
 
 def test_frames_decoded_with_frames_skipped_are_the_full_decodes_frames():
     """At 5 fps on 24 fps H.264 the decoder skips the frames nothing refers to: the frames
-    sampled are still ~0.2 s apart, and each is, pixel for pixel, the frame a full decode
-    gives at that time (skipping every B-frame failed this: x264's B-pyramid refers to some)."""
+    sampled are still ~0.2 s apart, and each is the frame a full decode gives at that time
+    but for the deblocking left out (on average a grey level off, a few pixels in a hundred
+    by more than 8). Skipping every B-frame fails this (x264's B-pyramid refers to some:
+    frames a few grey levels off on average, with blocks of garbage a hundred off)."""
     import av
 
     sampled = dict(iter_frames(FACE_VIDEO, fps=5.0))
@@ -80,4 +84,6 @@ def test_frames_decoded_with_frames_skipped_are_the_full_decodes_frames():
     assert max(np.diff(times)) <= 2 * 0.2 and np.mean(np.diff(times)) == pytest.approx(0.2, abs=0.01)
     with av.open(str(FACE_VIDEO)) as c:
         full = {float(f.time): f.reformat(format="gray").to_ndarray() for f in c.decode(video=0)}
-    assert all(np.array_equal(sampled[t], full[t]) for t in times)
+    off = [np.abs(sampled[t].astype(np.int16) - full[t]) for t in times]
+    assert np.mean([d.mean() for d in off]) < 1.0
+    assert max(d.mean() for d in off) < 2.0 and max(np.percentile(d, 99) for d in off) <= 12

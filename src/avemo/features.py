@@ -157,7 +157,7 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         settings.update(variant=variant, augment="real_world-1",
                         noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
     if modality == "video":
-        settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track")
+        settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track", deblocked=False)
     path = cache_dir / f"{modality}-{_cache_key(items, settings)}.npz"
     if path.exists():
         with np.load(path) as z:
