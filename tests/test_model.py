@@ -57,6 +57,31 @@ def test_missing_modality_drops_out_of_the_fusion():
     assert not torch.allclose(both[0], voice[0], atol=1e-4)
 
 
+def test_fused_logits_are_the_mean_of_each_modalitys_over_its_temperature(tmp_path):
+    net = AvemoNet(TINY).eval()
+    net.temperature.copy_(torch.tensor([2.0, 0.5]))
+    voice, face = torch.randn(3, 8), torch.randn(3, 8)
+    present = torch.tensor([[True, True], [True, False], [False, True]])
+    _, emotion, sentiment = net.decide(voice, face, present)
+    own = {m: net.emotion_head(net.norm(x)) / t for m, x, t in (("voice", voice, 2.0), ("face", face, 0.5))}
+    assert torch.allclose(emotion[0], (own["voice"][0] + own["face"][0]) / 2, atol=1e-5)
+    assert torch.allclose(emotion[1], own["voice"][1], atol=1e-5) and torch.allclose(emotion[2], own["face"][2], atol=1e-5)
+    assert torch.allclose(sentiment[1], net.sentiment_head(net.norm(voice))[1] / 2.0, atol=1e-5)
+
+    # the temperatures travel with the weights; a model saved before them loads with 1 (plain mean)
+    save_model(net, tmp_path)
+    assert load_net(tmp_path)[0].temperature.tolist() == [2.0, 0.5]
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "model.safetensors"))
+    del state["temperature"]
+    save_file(state, str(tmp_path / "model.safetensors"))
+    old = load_net(tmp_path)[0]
+    _, emotion, _ = old.decide(voice, face, present)
+    mean = (old.emotion_head(old.norm(voice)) + old.emotion_head(old.norm(face))) / 2
+    assert old.temperature.tolist() == [1.0, 1.0] and torch.allclose(emotion[0], mean[0], atol=1e-5)
+
+
 def test_lstm_variant_builds(tmp_path):
     cfg = ModelConfig(**{**TINY.__dict__, "rnn": "lstm"})
     save_model(AvemoNet(cfg), tmp_path)

@@ -98,7 +98,7 @@ def test_a_folder_of_graphs_alone_loads_and_a_damaged_graph_is_one_error(tmp_pat
 
 @pytest.mark.torch
 def test_export_writes_graphs_that_match_torch_for_a_model_with_a_context_stage(tmp_path):
-    """A log-Mel model with an LSTM and a context stage (the shipped one has neither)."""
+    """A log-Mel model with an LSTM, a context stage (the shipped one has neither) and calibrated modalities."""
     torch = pytest.importorskip("torch")
     from avemo.export import export_onnx
     from avemo.model import AvemoNet, ModelConfig, save_model
@@ -106,6 +106,7 @@ def test_export_writes_graphs_that_match_torch_for_a_model_with_a_context_stage(
     torch.manual_seed(0)
     net = AvemoNet(ModelConfig(rnn="lstm", audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16,
                                context_hidden=8)).eval()
+    net.temperature.copy_(torch.tensor([1.5, 0.6]))  # calibrated: the fusion graph carries its temperatures
     save_model(net, tmp_path / "m")
     record = export_onnx(tmp_path / "m", tmp_path / "onnx")
     assert record["graphs"] == ["voice", "face", "fusion", "context"] and record["max_difference"] <= 1e-4

@@ -12,7 +12,7 @@ import avemo
 from avemo.cli import main as main_process
 from avemo.errors import AvemoError
 from avemo.model import ModelConfig
-from avemo.train import TrainSettings, train
+from avemo.train import TrainSettings, fitted_temperature, train
 
 from .conftest import DATA
 
@@ -71,13 +71,27 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
     train(corpora, first, TrainSettings(epochs=1, audio_batch=8, face_batch=16), TINY, cache_dir=tmp_path / "cache", workers=1)
     again = train(corpora, tmp_path / "again", TrainSettings(epochs=0, init=str(first)), cache_dir=tmp_path / "cache", workers=1)
     before, after = load_net(first)[0].state_dict(), load_net(tmp_path / "again")
-    assert all(torch.equal(before[k], v) for k, v in after[0].state_dict().items() if not k.startswith("gate."))
+    assert all(torch.equal(before[k], v) for k, v in after[0].state_dict().items() if not k.startswith(("gate.", "temperature")))
     card = after[1]["training"]
     assert card["history"] == [] and card["init"]["kept"] == ["audio", "face"]
     assert card["fusion_gate"]["val_pairs"] > 0 and set(again) == {"audio", "face"}
+    # each modality calibrated on its validation people: the temperature fitted is kept where it did not lower
+    # the validation pairs' accuracy, and is what the model carries
+    gate = card["fusion_gate"]
+    kept = gate["temperature_fitted"] if gate["accuracy_calibrated"] >= gate["accuracy_equal_weights"] else {"voice": 1.0, "face": 1.0}
+    assert gate["temperature"] == pytest.approx(kept) and after[0].temperature.tolist() == pytest.approx(list(kept.values()))
+    assert gate["accuracy_learnt"] >= max(gate["accuracy_calibrated"], gate["accuracy_equal_weights"])
     assert again["audio"]["emotion"]["accuracy"] == pytest.approx(card["test"]["audio"]["emotion"]["accuracy"])
     with pytest.raises(AvemoError, match="needs --init"):
         train(corpora, tmp_path / "none", TrainSettings(epochs=0), cache_dir=tmp_path / "cache", workers=1)
+
+
+def test_a_fitted_temperature_undoes_over_and_underconfidence():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 7, generator=gen)
+    labels = torch.multinomial(z.softmax(1), 1, generator=gen).squeeze(1)  # z is calibrated: labels drawn from it
+    assert fitted_temperature(3 * z, labels) == pytest.approx(3.0, rel=0.1)
+    assert fitted_temperature(z / 2, labels) == pytest.approx(0.5, rel=0.1)
 
 
 def test_a_warm_run_starts_from_its_init_and_refuses_one_that_held_out_other_people(corpora, tmp_path):

@@ -11,7 +11,11 @@ Both branches map into one shared embedding space read by one pair of heads, so 
 branch trained alone (speech corpora, face corpora) already speaks the heads'
 language, and fusion is a gated, masked mean of whichever embeddings are present:
 a missing modality simply drops out of the mean. On paired audio-visual data the
-gates learn how much to trust each modality.
+gates learn how much to trust each modality. Without such data each modality has a
+temperature, fitted on validation people after training (`train.train_fusion_gate`):
+the logits are the mean of each present modality's logits over its temperature, so
+a branch that is overconfident on people it never saw speaks more softly, alone (its
+probabilities calibrated) and beside the other (it counts for less in the mean).
 
 A model on disk is `model.safetensors` plus `config.json` (`config.ModelConfig`,
 feature settings, label sets, and what it was trained on and scored).
@@ -197,6 +201,8 @@ class AvemoNet(nn.Module):
         # batches give it no gradient, so a random start would stay an arbitrary preference)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
+        # voice, face; 1 (logits as the heads give them) until fitted after training
+        self.register_buffer("temperature", torch.ones(2))
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.emotion_head = nn.Linear(cfg.embed_dim, len(cfg.emotions))
@@ -205,12 +211,24 @@ class AvemoNet(nn.Module):
                                   cfg.dropout) if cfg.context_hidden else None
 
     def fuse(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Gated mean over modalities: embeddings (B, M, D), present (B, M) bool."""
-        scores = self.gate(embeddings).squeeze(-1).masked_fill(~present, float("-inf"))
-        weights = torch.nan_to_num(scores.softmax(1))  # a row with nothing present stays zero
+        """Gated mean over the modalities: embeddings (B, 2, D) and present (B, 2) bool,
+        voice then face. Each counts in proportion to its gate and one over its temperature."""
+        scores = self.gate(embeddings).squeeze(-1) - self.temperature.log()
+        weights = torch.nan_to_num(scores.masked_fill(~present, float("-inf")).softmax(1))  # nothing present: zero
         return (weights.unsqueeze(-1) * embeddings).sum(1)
 
-    def embed(
+    def calibration(self, present: torch.Tensor) -> torch.Tensor:
+        """(B, 1): what a row's logits are multiplied by, the mean of one over the present
+        modalities' temperatures. With `fuse`'s weights this makes the logits the mean of each
+        modality's logits over its temperature (the heads are linear). 1 at temperatures 1."""
+        inverse = present.float() / self.temperature
+        return inverse.sum(1, keepdim=True) / present.sum(1, keepdim=True).clamp(min=1)
+
+    def embed(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """The fused embedding (B, embed_dim) (see `branches` for the inputs)."""
+        return self.fuse(*self.branches(**inputs))
+
+    def branches(
         self,
         mel: torch.Tensor | None = None,
         mel_lengths: torch.Tensor | None = None,
@@ -218,17 +236,21 @@ class AvemoNet(nn.Module):
         crop_mask: torch.Tensor | None = None,
         has_audio: torch.Tensor | None = None,
         has_face: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The fused embedding (B, embed_dim). Give mel and/or crops; has_* mark which rows have them."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The branches' normalised embeddings (B, 2, embed_dim), voice then face, and which
+        rows have each (B, 2). Give mel and/or crops; has_* mark which rows have them."""
+        given = mel if mel is not None else crops
+        batch, none = given.shape[0], torch.zeros(given.shape[0], dtype=torch.bool, device=given.device)
         parts, present = [], []
-        batch = (mel if mel is not None else crops).shape[0]
-        if mel is not None:
-            parts.append(self.norm(self.audio(mel, mel_lengths)))
-            present.append(has_audio if has_audio is not None else torch.ones(batch, dtype=torch.bool))
-        if crops is not None:
-            parts.append(self.norm(self.face(crops, crop_mask)))
-            present.append(has_face if has_face is not None else crop_mask.any(1))
-        return self.fuse(torch.stack(parts, 1), torch.stack(present, 1))
+        for branch, x, lengths, has in ((self.audio, mel, mel_lengths, has_audio), (self.face, crops, crop_mask, has_face)):
+            if x is None:
+                parts.append(torch.zeros(batch, self.cfg.embed_dim, device=given.device))
+                present.append(none)
+            else:
+                parts.append(self.norm(branch(x, lengths)))
+                present.append(has if has is not None else
+                               torch.ones_like(none) if branch is self.audio else lengths.any(1))
+        return torch.stack(parts, 1), torch.stack(present, 1)
 
     def decide(self, voice: torch.Tensor, face: torch.Tensor, present: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -237,15 +259,19 @@ class AvemoNet(nn.Module):
         emotion and sentiment logits. What `embed` + `heads` do, cut where the runtimes
         (`runtime.py`) cut the network: branches, then this."""
         fused = self.fuse(torch.stack([self.norm(voice), self.norm(face)], 1), present)
-        return (fused, *self.heads(fused))
+        return (fused, *self.heads(fused, present))
 
-    def heads(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, fused: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Emotion and sentiment logits of fused embeddings; calibrated (`calibration`) where
+        `present` says which modalities each row has."""
         fused = self.drop(fused)
-        return self.emotion_head(fused), self.sentiment_head(fused)
+        scale = 1.0 if present is None else self.calibration(present)
+        return self.emotion_head(fused) * scale, self.sentiment_head(fused) * scale
 
     def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Emotion and sentiment logits of each segment on its own (see `embed` for the inputs)."""
-        return self.heads(self.embed(**inputs))
+        """Emotion and sentiment logits of each segment on its own (see `branches` for the inputs)."""
+        embeddings, present = self.branches(**inputs)
+        return self.heads(self.fuse(embeddings, present), present)
 
 
 class ContextNet(nn.Module):
@@ -318,6 +344,7 @@ def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:
     except (RuntimeError, TypeError, ValueError, OSError, SafetensorError) as exc:  # impossible sizes, damaged weights
         raise AvemoError(f"{directory}: model does not load ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     expected = net.state_dict()
+    state.setdefault("temperature", expected["temperature"])  # a model from before temperatures: 1, as it was
     wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
     extra = sorted(set(state) - set(expected))
     if wrong or extra:
