@@ -165,6 +165,7 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
             return float((net.emotion_head(net.fuse(val_x, mask)).argmax(1) == val_y).float().mean())
 
     alone = {"accuracy_voice": accuracy((True, False)), "accuracy_face": accuracy((False, True))}
+    net.temperature.fill_(1.0)  # equal weights first (an --init's temperatures are fitted again): what they must beat
     before = accuracy()
     with torch.no_grad():  # each modality's validation rows alone (their fused embedding is the branch's)
         fitted = [fitted_temperature(net.emotion_head(embeddings[m, "val"]), torch.from_numpy(branches[m]["val"].emotion))
