@@ -240,17 +240,15 @@ class AvemoNet(nn.Module):
         """The branches' normalised embeddings (B, 2, embed_dim), voice then face, and which
         rows have each (B, 2). Give mel and/or crops; has_* mark which rows have them."""
         given = mel if mel is not None else crops
-        batch, none = given.shape[0], torch.zeros(given.shape[0], dtype=torch.bool, device=given.device)
-        parts, present = [], []
-        for branch, x, lengths, has in ((self.audio, mel, mel_lengths, has_audio), (self.face, crops, crop_mask, has_face)):
-            if x is None:
-                parts.append(torch.zeros(batch, self.cfg.embed_dim, device=given.device))
-                present.append(none)
-            else:
-                parts.append(self.norm(branch(x, lengths)))
-                present.append(has if has is not None else
-                               torch.ones_like(none) if branch is self.audio else lengths.any(1))
-        return torch.stack(parts, 1), torch.stack(present, 1)
+        batch, device = given.shape[0], given.device
+        absent = torch.zeros(batch, self.cfg.embed_dim, device=device)  # counts for nothing: not present
+        voice = self.norm(self.audio(mel, mel_lengths)) if mel is not None else absent
+        face = self.norm(self.face(crops, crop_mask)) if crops is not None else absent
+        if has_audio is None or mel is None:
+            has_audio = torch.full((batch,), mel is not None, device=device)
+        if has_face is None or crops is None:
+            has_face = crop_mask.any(1) if crops is not None else torch.zeros(batch, dtype=torch.bool, device=device)
+        return torch.stack([voice, face], 1), torch.stack([has_audio, has_face], 1)
 
     def decide(self, voice: torch.Tensor, face: torch.Tensor, present: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
