@@ -135,8 +135,9 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     its temperature is how much each counts in the fusion. Then pairs, a training
     utterance's voice beside a training face of the same emotion (other people, drawn afresh
     each step), train the gate alone, the branches and heads frozen. Validation pairs come
-    from the validation speakers and faces; temperatures and gate are each kept only where
-    they beat what came before them there. No pair reaches a test score. Returns the
+    from the validation speakers and faces; the temperatures are kept where they do no worse
+    than equal weights there, the gate only where it does better than what came before it.
+    No pair reaches a test score. Returns the
     temperatures and the validation pairs' accuracy by voice alone, face alone, and fused
     with equal weights, calibrated and learnt (None without both modalities, or where paired
     clips trained the gate already)."""
@@ -175,7 +176,7 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     if calibrated < before:
         net.temperature.fill_(1.0)
     log.info("fusion on label-matched validation pairs: temperatures voice %.2f, face %.2f (%s)", *fitted,
-             "kept" if calibrated >= before else "not kept: no better than equal weights")
+             "kept" if calibrated >= before else "not kept: worse than equal weights")
     best = max(before, calibrated)
     kept = {k: v.clone() for k, v in net.gate.state_dict().items()}
     net.gate.requires_grad_(True)
