@@ -50,7 +50,7 @@ from avemo.datasets import Item, load_spec
 from avemo.evaluate import evaluate_items, test_items
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
 from avemo.metrics import classification_report, summary_line
-from avemo.predict import default_model_dir
+from avemo.shipped import default_model_dir
 
 FER_LABELS = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]  # the fer package's order
 

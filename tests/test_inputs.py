@@ -20,8 +20,8 @@ from avemo.composite import mux_clip
 from avemo.errors import AvemoError
 from avemo.faces import FaceDetector
 from avemo.media import iter_frames, load_audio, probe
-from avemo.predict import default_model_dir
 from avemo.segments import Segment, read_segments
+from avemo.shipped import default_model_dir
 
 from .conftest import ANGRY, FACE_VIDEO, HAPPY, MEDIA, NO_FACE_VIDEO, write_wav
 

@@ -11,8 +11,8 @@ import pytest
 
 import avemo
 from avemo.errors import AvemoError
-from avemo.predict import default_model_dir
 from avemo.runtime import softmax
+from avemo.shipped import default_model_dir
 
 from .conftest import ANGRY, DATA, FACE_VIDEO, REPO
 

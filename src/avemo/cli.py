@@ -244,7 +244,7 @@ def _export(args: argparse.Namespace) -> int:
         from .export import export_onnx
     except ImportError as exc:
         raise AvemoError(f"export needs torch: pip install 'avemo[train]' ({exc.name} is missing)") from None
-    from .predict import default_model_dir
+    from .shipped import default_model_dir
 
     record = export_onnx(args.model or default_model_dir(), args.onnx)
     print(f"wrote {', '.join(g + '.onnx' for g in record['graphs'])} and config.json to {args.onnx} "

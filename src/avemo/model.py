@@ -318,19 +318,6 @@ def save_model(net: AvemoNet, directory: str | Path, training: dict | None = Non
         tmp.write_text(json.dumps(card(net.cfg, training), indent=2) + "\n")
 
 
-def shipped_state(prefix: str, missing: str) -> dict[str, torch.Tensor]:
-    """The shipped default model's weights under `prefix` (a frozen pretrained encoder it
-    carries), as float32 and named without the prefix: where the package they came from is
-    not installed, training reads them from there. AvemoError(`missing`) where it has none."""
-    from importlib import resources
-
-    shipped = Path(str(resources.files("avemo"))) / "assets" / "default" / "model.safetensors"
-    state = {k[len(prefix):]: v.float() for k, v in load_file(str(shipped)).items() if k.startswith(prefix)}
-    if not state:
-        raise AvemoError(missing)
-    return state
-
-
 def load_net(directory: str | Path) -> tuple[AvemoNet, dict]:
     """Rebuild a saved network, checking that config and weights describe the same model."""
     directory = Path(directory)

@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +36,7 @@ from .segments import (
     fit_segments,
     speech_span,
 )
+from .shipped import default_model_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,10 +116,6 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
         item.faces = max(o.n_faces for o in inside)
         item.box = tuple(int(v) for v in np.median([o.box for o in main], axis=0).round())
     return item
-
-
-def default_model_dir() -> Path:
-    return Path(str(resources.files("avemo") / "assets" / "default"))
 
 
 def load_model(path: str | Path | None = None, threads: int | None = None, runtime: str = "auto",

