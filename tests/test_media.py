@@ -4,7 +4,7 @@ import pytest
 from avemo.errors import AvemoError
 from avemo.media import iter_frames, load_audio, probe
 
-from .conftest import FACE_VIDEO, HAPPY, MEDIA
+from .conftest import DATA, FACE_VIDEO, HAPPY, MEDIA
 
 
 def test_probe_real_video():
@@ -87,3 +87,21 @@ def test_frames_decoded_with_frames_skipped_are_the_full_decodes_frames():
     off = [np.abs(sampled[t].astype(np.int16) - full[t]) for t in times]
     assert np.mean([d.mean() for d in off]) < 1.0
     assert max(d.mean() for d in off) < 2.0 and max(np.percentile(d, 99) for d in off) <= 12
+
+
+@pytest.mark.parametrize("path", [HAPPY, DATA / "tess" / "OAF_Fear" / "OAF_back_fear.opus", FACE_VIDEO],
+                         ids=["flac-s16", "opus-fltp", "aac-fltp"])
+def test_audio_frames_are_joined_sample_for_sample(path):
+    """`_joined` reads each decoded frame's planes itself: what it joins must be exactly what
+    PyAV's own `to_ndarray` gives, for planar float (Opus, AAC) and packed integer (FLAC) sound."""
+    import av
+
+    from avemo.media import _joined
+
+    with av.open(str(path)) as container:
+        own = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    with av.open(str(path)) as container:
+        broken = [0]
+        joined = list(_joined(container.decode(audio=0), broken))
+    assert len(joined) >= 2 and broken == [0]  # about a second each
+    assert np.array_equal(np.concatenate([f.to_ndarray() for f in joined], axis=1), own)
