@@ -91,13 +91,18 @@ def test_frames_decoded_with_frames_skipped_are_the_full_decodes_frames():
 
 @pytest.mark.parametrize("path", [HAPPY, DATA / "tess" / "OAF_Fear" / "OAF_back_fear.opus", FACE_VIDEO],
                          ids=["flac-s16", "opus-fltp", "aac-fltp"])
-def test_audio_frames_are_joined_sample_for_sample(path):
+@pytest.mark.parametrize("listed", [True, False], ids=["planes", "to_ndarray"])
+def test_audio_frames_are_joined_sample_for_sample(path, listed, monkeypatch):
     """`_joined` reads each decoded frame's planes itself: what it joins must be exactly what
-    PyAV's own `to_ndarray` gives, for planar float (Opus, AAC) and packed integer (FLAC) sound."""
+    PyAV's own `to_ndarray` gives, for planar float (Opus, AAC) and packed integer (FLAC) sound,
+    and for a sample format it does not list (PyAV's copy used instead)."""
     import av
 
+    import avemo.media
     from avemo.media import _joined
 
+    if not listed:
+        monkeypatch.setattr(avemo.media, "_SAMPLE_TYPES", {})
     with av.open(str(path)) as container:
         own = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
     with av.open(str(path)) as container:

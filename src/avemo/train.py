@@ -137,10 +137,9 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     each step), train the gate alone, the branches and heads frozen. Validation pairs come
     from the validation speakers and faces; the temperatures are kept where they do no worse
     than equal weights there, the gate only where it does better than what came before it.
-    No pair reaches a test score. Returns the
-    temperatures and the validation pairs' accuracy by voice alone, face alone, and fused
-    with equal weights, calibrated and learnt (None without both modalities, or where paired
-    clips trained the gate already)."""
+    No pair reaches a test score. Returns the temperatures and the validation pairs'
+    accuracy by voice alone, face alone, and fused with equal weights, calibrated and learnt
+    (None without both modalities, or where paired clips trained the gate already)."""
     if not all(len(branches.get(m, {}).get("train", [])) for m in ("audio", "face")) or len(branches.get("video", {}).get("train", [])):
         return None
     embeddings = {(m, split): embed_branch(net, branches[m][split]) for m in ("audio", "face") for split in ("train", "val")}
