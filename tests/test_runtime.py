@@ -126,3 +126,35 @@ def test_export_from_the_cli_needs_a_model_with_weights(tmp_path, capsys):
     assert main(["export", "--onnx", str(tmp_path / "out"), "--model", str(folder)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("model.safetensors" in err or "needs torch" in err)
+
+
+@pytest.mark.torch
+def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_match_torch(tmp_path):
+    """The probe's logits ride beside the voice embedding; a voice alone gets (1 - share) of its
+    head's logits and share of the probe's, over its temperature; a face alone none of the probe."""
+    torch = pytest.importorskip("torch")
+    from avemo.export import export_onnx
+    from avemo.model import AvemoNet, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    net = AvemoNet(ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16, voice_probe=True)).eval()
+    net.temperature.copy_(torch.tensor([1.5, 0.6]))
+    net.probe.share.fill_(0.5)
+    torch.nn.init.normal_(net.probe.linear.weight, std=0.5)
+    states, lengths = torch.randn(2, 30, 64), torch.tensor([30, 12])
+    voice = net.voice_out(states, lengths)
+    assert voice.shape == (2, 16 + 7 + 3)
+    face = torch.randn(2, 16)
+    with torch.no_grad():
+        _, alone, _ = net.decide(voice, face, torch.tensor([[True, False], [True, False]]))
+        own = net.emotion_head(net.norm(voice[:, :16]))
+        assert torch.allclose(alone, (0.5 * own + 0.5 * voice[:, 16:23]) / 1.5, atol=1e-5)
+        _, seen, _ = net.decide(voice, face, torch.tensor([[False, True], [False, True]]))
+        assert torch.allclose(seen, net.emotion_head(net.norm(face)) / 0.6, atol=1e-5)
+    save_model(net, tmp_path / "m")
+    record = export_onnx(tmp_path / "m", tmp_path / "onnx")
+    assert record["max_difference"] <= 1e-4
+    ours = avemo.load_model(tmp_path / "onnx").predict(REPO / "examples" / "sample.mp4")
+    theirs = avemo.load_model(tmp_path / "m").predict(REPO / "examples" / "sample.mp4")
+    flat = [[list(r.emotion_probs.values()) for r in rs] for rs in (ours, theirs)]
+    assert len(ours) == len(theirs) >= 3 and np.abs(np.array(flat[0]) - np.array(flat[1])).max() <= 2e-4

@@ -84,6 +84,17 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
     assert again["audio"]["emotion"]["accuracy"] == pytest.approx(card["test"]["audio"]["emotion"]["accuracy"])
     with pytest.raises(AvemoError, match="needs --init"):
         train(corpora, tmp_path / "none", TrainSettings(epochs=0), cache_dir=tmp_path / "cache", workers=1)
+    # a voice probe added to that model (--voice-probe --epochs 0): fitted on its training voices, its penalty
+    # and share chosen on the validation speakers; kept only where a share above 0 was best there
+    probed = train(corpora, tmp_path / "probed", TrainSettings(epochs=0, init=str(first)), ModelConfig(voice_probe=True),
+                   cache_dir=tmp_path / "cache", workers=1)
+    net, meta = load_net(tmp_path / "probed")
+    fit = meta["training"]["voice_probe"]
+    assert len(fit["tried"]) == 12 and all(0 <= u <= 1 for uar in fit["tried"].values() for u in uar)
+    assert (net.probe is not None) == fit["kept"] == net.cfg.voice_probe
+    if fit["kept"]:
+        assert float(net.probe.share) == fit["share"] > 0 and fit["val_uar"] >= fit["tried"]["0.01/0"][0]
+    assert set(probed) == {"audio", "face"}
 
 
 def test_a_fitted_temperature_undoes_over_and_underconfidence():

@@ -40,6 +40,7 @@ class ModelConfig:
     context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
     voice_norm: str = "none"  # "group": voice frames read as they are and standardised per speaker or file (`normalise.py`)
     voiceprint: bool = False  # the whisper front-end's states with each utterance's voiceprint beside them (`voiceprint.py`)
+    voice_probe: bool = False  # a linear probe of the voice's pooled inputs beside the recurrent branch (`model.VoiceProbe`)
 
     @property
     def voice_bands(self) -> int:
@@ -61,6 +62,11 @@ class ModelConfig:
         """Width of the voice branch's input: its states, beside them standardised (`normalise.paired`)
         where the model normalises voices."""
         return self.state_width * (2 if self.voice_norm == "group" else 1)
+
+    @property
+    def voice_out_width(self) -> int:
+        """Width of what the voice graph gives: the embedding, and the probe's logits beside it where the model has one."""
+        return self.embed_dim + (len(self.emotions) + len(self.sentiments) if self.voice_probe else 0)
 
 
 def card(cfg: ModelConfig, training: dict | None = None, **extra: object) -> dict:

@@ -67,10 +67,10 @@ class _Voiceprint(nn.Module):
 class _Voice(nn.Module):
     def __init__(self, net: AvemoNet) -> None:
         super().__init__()
-        self.audio = net.audio
+        self.net = net
 
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.audio(states, lengths)
+        return self.net.voice_out(states, lengths)
 
 
 class _Face(nn.Module):
@@ -116,7 +116,7 @@ def _examples(net: AvemoNet) -> dict[str, tuple[tuple[torch.Tensor, ...], list[s
         "voice": ((states, torch.tensor([80, 50])), ["states", "lengths"], ["embedding"],
                   {"states": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}, "embedding": {0: "batch"}}),
         "face": ((crops,), ["crops"], ["embedding"], {"crops": {0: "crops"}, "embedding": {0: "crops"}}),
-        "fusion": ((torch.randn(3, d, generator=gen), torch.randn(3, d, generator=gen),
+        "fusion": ((torch.randn(3, cfg.voice_out_width, generator=gen), torch.randn(3, d, generator=gen),
                     torch.tensor([[True, True], [True, False], [False, True]])),
                    ["voice", "face", "present"], ["fused", "emotion", "sentiment"],
                    {name: {0: "batch"} for name in ("voice", "face", "present", "fused", "emotion", "sentiment")}),

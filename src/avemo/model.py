@@ -1,6 +1,7 @@
 """The avemo network: a voice branch, a face branch, a fusion and two heads.
 
     log-Mel (B, T, 64) ──conv×2 (÷4 in time)──BiGRU×2──masked attention pool──┐
+      (or Whisper's states) └─ optional probe: mean, spread ── linear ─ logits ─┼─ (mixed into the voice's logits)
                                                                               ├─ fusion ─ emotion (7)
     face crops (B, N, 48, 48) ──CNN per crop──masked mean over N──────────────┘        └ sentiment (3)
 
@@ -136,6 +137,44 @@ class AudioEncoder(nn.Module):
         return self.proj(torch.cat([attended, peak], dim=1))
 
 
+class VoiceProbe(nn.Module):
+    """A second judge of the voice, beside the recurrent branch: the mean and the spread over
+    time of each of the branch's input dimensions (Whisper's states, the voiceprint, and both
+    standardised by the speaker where the model normalises), standardised, one linear map to
+    emotion and sentiment logits (fitted after training, `probe.py`: an L2-regularised,
+    class-balanced logistic regression). The voice's logits are the branch's and the probe's
+    mixed by `share`, chosen on the validation speakers.
+
+    Why: the recurrent branch fits its training speakers almost perfectly (97%) and a linear
+    read of the same states, made another way, errs elsewhere: a linear probe of these
+    features is what `../shared/notes/pretrained-probes.md` found to carry across corpora,
+    and the two together beat either on the validation speakers.
+    """
+
+    def __init__(self, width: int, n_outputs: int) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(2 * width))
+        self.register_buffer("scale", torch.ones(2 * width))
+        self.register_buffer("share", torch.zeros(()))
+        self.linear = nn.Linear(2 * width, n_outputs)
+
+    @staticmethod
+    def pooled(states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """(B, T, W) frames, (B,) lengths to their mean and standard deviation over time (B, 2W)."""
+        mask = (torch.arange(states.shape[1], device=states.device)[None, :] < steps[:, None]).unsqueeze(-1).float()
+        count = mask.sum(1).clamp(min=1.0)
+        mean = (states * mask).sum(1) / count
+        spread = ((states - mean.unsqueeze(1)).square() * mask).sum(1) / count
+        return torch.cat([mean, spread.sqrt()], 1)
+
+    def read(self, pooled: torch.Tensor) -> torch.Tensor:
+        """`pooled` statistics (B, 2W) to (B, E + S): emotion then sentiment logits."""
+        return self.linear((pooled - self.shift) / self.scale)
+
+    def forward(self, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        return self.read(self.pooled(states, steps))
+
+
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
@@ -209,13 +248,17 @@ class AvemoNet(nn.Module):
         self.sentiment_head = nn.Linear(cfg.embed_dim, len(cfg.sentiments))
         self.context = ContextNet(cfg.embed_dim, cfg.context_hidden, cfg.rnn, len(cfg.emotions), len(cfg.sentiments),
                                   cfg.dropout) if cfg.context_hidden else None
+        self.probe = VoiceProbe(cfg.voice_input_width, len(cfg.emotions) + len(cfg.sentiments)) if cfg.voice_probe else None
+
+    def _weights(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(B, 2): each present modality's share of the fused mean, by its gate and one over its temperature."""
+        scores = self.gate(embeddings).squeeze(-1) - self.temperature.log()
+        return torch.nan_to_num(scores.masked_fill(~present, float("-inf")).softmax(1))  # nothing present: zero
 
     def fuse(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Gated mean over the modalities: embeddings (B, 2, D) and present (B, 2) bool,
         voice then face. Each counts in proportion to its gate and one over its temperature."""
-        scores = self.gate(embeddings).squeeze(-1) - self.temperature.log()
-        weights = torch.nan_to_num(scores.masked_fill(~present, float("-inf")).softmax(1))  # nothing present: zero
-        return (weights.unsqueeze(-1) * embeddings).sum(1)
+        return (self._weights(embeddings, present).unsqueeze(-1) * embeddings).sum(1)
 
     def calibration(self, present: torch.Tensor) -> torch.Tensor:
         """(B, 1): what a row's logits are multiplied by, the mean of one over the present
@@ -250,14 +293,39 @@ class AvemoNet(nn.Module):
             has_face = crop_mask.any(1) if crops is not None else torch.zeros(batch, dtype=torch.bool, device=device)
         return torch.stack([voice, face], 1), torch.stack([has_audio, has_face], 1)
 
+    def voice_out(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """What the voice graph gives (`runtime.Runtime.voice`): the voice branch's embedding
+        (B, embed_dim), and where the model has a probe its logits beside it (B, embed_dim + E + S)."""
+        embedding = self.audio(states, lengths)
+        if self.probe is None:
+            return embedding
+        return torch.cat([embedding, self.probe(states, lengths.clamp(min=1, max=states.shape[1]))], 1)
+
     def decide(self, voice: torch.Tensor, face: torch.Tensor, present: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inference from the branches' embeddings, each (B, embed_dim) (a row's absent one
-        anything, zeros): present (B, 2) marks voice and face; the fused embedding and the
-        emotion and sentiment logits. What `embed` + `heads` do, cut where the runtimes
-        (`runtime.py`) cut the network: branches, then this."""
-        fused = self.fuse(torch.stack([self.norm(voice), self.norm(face)], 1), present)
-        return (fused, *self.heads(fused, present))
+        """Inference from the branches' outputs, voice (B, `voice_out` width) and face
+        (B, embed_dim) (a row's absent one anything, zeros): present (B, 2) marks voice and
+        face; the fused embedding and the emotion and sentiment logits. What `embed` + `heads`
+        do, cut where the runtimes (`runtime.py`) cut the network: branches, then this."""
+        d = self.cfg.embed_dim
+        probe = voice[:, d:] if self.probe is not None else None
+        return self.logits(torch.stack([self.norm(voice[:, :d]), self.norm(face)], 1), present, probe)
+
+    def logits(self, embeddings: torch.Tensor, present: torch.Tensor, probe: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The normalised embeddings (B, 2, D) and present (B, 2) to the fused embedding and the
+        emotion and sentiment logits; with the probe's logits (B, E + S) of the voice rows, the
+        voice's own logits are its head's and the probe's mixed by the probe's share (the heads
+        are linear: the fused logits are the mean of the modalities', each weighted as `fuse` does)."""
+        weights = self._weights(embeddings, present)
+        fused = (weights.unsqueeze(-1) * embeddings).sum(1)
+        emotion, sentiment = self.heads(fused, present)
+        if probe is None or self.probe is None:
+            return fused, emotion, sentiment
+        voice = torch.cat([self.emotion_head(embeddings[:, 0]), self.sentiment_head(embeddings[:, 0])], 1)
+        shift = self.probe.share * (probe - voice) * self.calibration(present) * weights[:, :1]
+        e = emotion.shape[1]
+        return fused, emotion + shift[:, :e], sentiment + shift[:, e:]
 
     def heads(self, fused: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Emotion and sentiment logits of fused embeddings; calibrated (`calibration`) where

@@ -387,8 +387,8 @@ class Model:
         the voice branch over the rows with speech (their states standardised by `norm`),
         the face branch over all their crops at once, each row's face the mean of its crops'
         embeddings."""
-        dim = self.cfg.embed_dim
-        voice, face = np.zeros((len(chunk), dim), np.float32), np.zeros((len(chunk), dim), np.float32)
+        voice = np.zeros((len(chunk), self.cfg.voice_out_width), np.float32)
+        face = np.zeros((len(chunk), self.cfg.embed_dim), np.float32)
         heard = [i for i, p in enumerate(chunk) if p.mel is not None]
         if heard:
             states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]))

@@ -49,13 +49,14 @@ class Runtime(Protocol):
         log-Mel front-end."""
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """(B, T', state_width) float32 states and (B,) int64 lengths to (B, embed_dim) embeddings."""
+        """(B, T', state_width) float32 states and (B,) int64 lengths to (B, embed_dim) embeddings
+        (with the voice probe's logits beside them where the model has one: `ModelConfig.voice_out_width`)."""
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         """(N, size, size) uint8 crops to (N, embed_dim) embeddings."""
 
     def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Branch embeddings (B, embed_dim) each and present (B, 2) bool to the fused
+        """Branch outputs (as `voice` and `faces` give them) and present (B, 2) bool to the fused
         embedding and the emotion and sentiment logits."""
 
     def context(self, fused: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +123,7 @@ class OnnxRuntime:
                 raise AvemoError(f"{directory}: its ONNX graphs do not match config.json ({what}, and {graph}.onnx is "
                                  f"{'missing' if needed else 'there'}): export them again (avemo export --onnx)")
         expected = {"voice in": cfg.voice_input_width, "face in": cfg.crop_size,
-                    "voice out": cfg.embed_dim, "face out": cfg.embed_dim, "emotions": len(cfg.emotions),
+                    "voice out": cfg.voice_out_width, "face out": cfg.embed_dim, "emotions": len(cfg.emotions),
                     "sentiments": len(cfg.sentiments)}
         found = {"voice in": last("voice", False)[0],
                  "face in": last("face", False)[0], "voice out": last("voice")[0],
@@ -193,7 +194,7 @@ class TorchRuntime:
         return states, steps.astype(np.int64)
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._call(self.net.audio, states, lengths)[0]
+        return self._call(self.net.voice_out, states, lengths)[0]
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._call(self.net.face.embed_crops, crops)[0]

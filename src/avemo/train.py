@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from .metrics import classification_report, summary_line
 from .model import AvemoNet, load_net, save_model
+from .probe import fit_voice_probe, probe_logits
 from .splits import held_out_name, split_items
 
 log = logging.getLogger("avemo")
@@ -143,33 +144,40 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     if not all(len(branches.get(m, {}).get("train", [])) for m in ("audio", "face")) or len(branches.get("video", {}).get("train", [])):
         return None
     embeddings = {(m, split): embed_branch(net, branches[m][split]) for m in ("audio", "face") for split in ("train", "val")}
+    # the voice probe's logits of each voice (zeros without a probe: `logits` then ignores them)
+    probes = {split: probe_logits(net, branches["audio"][split]) if net.probe is not None else
+              torch.zeros(len(branches["audio"][split]), 0) for split in ("train", "val")}
     both = sorted(set(branches["audio"]["train"].emotion) & set(branches["face"]["train"].emotion))
     rng = np.random.default_rng(seed)
 
     of_class = {(m, split, c): np.flatnonzero(branches[m][split].emotion == c)
                 for m in ("audio", "face") for split in ("train", "val") for c in both}
 
-    def pairs(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def pairs(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         labels = rng.choice(both, n)
-        parts = [embeddings[m, split][[rng.choice(of_class[m, split, c]) for c in labels]] for m in ("audio", "face")]
-        return torch.stack(parts, 1), torch.from_numpy(labels)
+        rows = {m: [rng.choice(of_class[m, split, c]) for c in labels] for m in ("audio", "face")}
+        parts = [embeddings[m, split][rows[m]] for m in ("audio", "face")]
+        return torch.stack(parts, 1), probes[split][rows["audio"]], torch.from_numpy(labels)
+
+    def emotion(x: torch.Tensor, mask: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+        return net.logits(x, mask, probe if net.probe is not None else None)[1]
 
     if not all(len(of_class[m, "val", c]) for m in ("audio", "face") for c in both):
         return None
     present = torch.ones(GATE_BATCH, 2, dtype=torch.bool)
-    val_x, val_y = pairs("val", 4000)
+    val_x, val_p, val_y = pairs("val", 4000)
 
     def accuracy(present: tuple[bool, bool] = (True, True)) -> float:
         with torch.no_grad():
             mask = torch.tensor([present]).expand(len(val_x), 2)
-            return float((net.emotion_head(net.fuse(val_x, mask)).argmax(1) == val_y).float().mean())
+            return float((emotion(val_x, mask, val_p).argmax(1) == val_y).float().mean())
 
     alone = {"accuracy_voice": accuracy((True, False)), "accuracy_face": accuracy((False, True))}
     net.temperature.fill_(1.0)  # equal weights first (an --init's temperatures are fitted again): what they must beat
     before = accuracy()
     with torch.no_grad():  # each modality's validation rows alone (their fused embedding is the branch's)
-        fitted = [fitted_temperature(net.emotion_head(embeddings[m, "val"]), torch.from_numpy(branches[m]["val"].emotion))
-                  for m in ("audio", "face")]
+        fitted = [fitted_temperature(branch_logits(net, branches[m]["val"], embeddings[m, "val"])[0],
+                                     torch.from_numpy(branches[m]["val"].emotion)) for m in ("audio", "face")]
     net.temperature.copy_(torch.tensor(fitted))
     calibrated = accuracy()
     if calibrated < before:
@@ -181,8 +189,8 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     net.gate.requires_grad_(True)
     opt = torch.optim.Adam(net.gate.parameters(), lr=1e-2)
     for step in range(GATE_STEPS):
-        x, y = pairs("train", GATE_BATCH)
-        loss = F.cross_entropy(net.heads(net.fuse(x, present), present)[0], y)
+        x, p, y = pairs("train", GATE_BATCH)
+        loss = F.cross_entropy(emotion(x, present, p), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -289,9 +297,24 @@ def embed_branch(net: AvemoNet, branch: Branch, max_frames: int = 3000) -> torch
 
 
 @torch.no_grad()
+def branch_logits(net: AvemoNet, branch: Branch, embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emotion and sentiment logits over a whole branch split (its `embedded` embeddings, if
+    computed already), as a segment with that modality alone gets them: a voice with the probe's
+    logits mixed in where the model has one (uncalibrated: temperatures 1 in `logits`' place)."""
+    device = next(net.parameters()).device
+    embedded = (embed_branch(net, branch) if embedded is None else embedded).to(device)
+    if branch.modality != "audio" or net.probe is None:
+        return net.heads(embedded)
+    mixed = net.logits(torch.stack([embedded, torch.zeros_like(embedded)], 1),
+                       torch.tensor([[True, False]], device=device).expand(len(embedded), 2),
+                       probe_logits(net, branch).to(device))
+    scale = net.temperature[0]  # `logits` divides by the voice's temperature: undone, as `heads` gives them
+    return mixed[1] * scale, mixed[2] * scale
+
+
 def predict_branch(net: AvemoNet, branch: Branch) -> tuple[np.ndarray, np.ndarray]:
     """Emotion and sentiment predictions over a whole branch split."""
-    emo, sent = net.heads(embed_branch(net, branch).to(next(net.parameters()).device))
+    emo, sent = branch_logits(net, branch)
     return emo.argmax(1).cpu().numpy(), sent.argmax(1).cpu().numpy()
 
 
@@ -381,7 +404,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     if s.epochs == 0:
         if not s.init:
             raise AvemoError("--epochs 0 trains no branch: it needs --init MODEL, whose stages after training are run again")
-        cfg = read_config(s.init, "model.safetensors")[0]
+        saved = read_config(s.init, "model.safetensors")[0]  # that model as it is; a probe may be added to it
+        cfg = replace(saved, voice_probe=saved.voice_probe or bool(config and config.voice_probe))
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     random.seed(s.seed)
     np.random.seed(s.seed)
@@ -497,6 +521,9 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     if s.epochs:
         net, _ = load_net(out_dir / "best")
         net.audio.takes_states = cfg.audio_front == "whisper"
+    probe = None
+    if net.probe is not None and "audio" in active:  # fitted again by every run that has voices
+        probe = fit_voice_probe(net, branches["audio"], s.own_norm_share, embed_branch)
     scores = {}
     for m in active:
         if len(branches[m]["test"]):
@@ -520,6 +547,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         "data": data_specs,
         "context_stage": bool(context),
         "fusion_gate": (gate or "equal weights") if "video" not in active else "trained on paired clips",
+        **({"voice_probe": probe} if probe else {}),
         "sizes": {m: {k: len(v) for k, v in branches[m].items()} for m in active},
         "held_out": held_out,
         "settings": asdict(s),
