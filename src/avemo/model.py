@@ -322,7 +322,7 @@ class AvemoNet(nn.Module):
         emotion, sentiment = self.heads(fused, present)
         if probe is None or self.probe is None:
             return fused, emotion, sentiment
-        voice = torch.cat([self.emotion_head(embeddings[:, 0]), self.sentiment_head(embeddings[:, 0])], 1)
+        voice = torch.cat(self.heads(embeddings[:, 0]), 1)
         shift = self.probe.share * (probe - voice) * self.calibration(present) * weights[:, :1]
         e = emotion.shape[1]
         return fused, emotion + shift[:, :e], sentiment + shift[:, e:]

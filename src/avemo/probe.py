@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import Branch
+from .batches import Branch, audio_batch
 from .labels import UNKNOWN
 from .metrics import classification_report
 from .model import AvemoNet, VoiceProbe
@@ -40,15 +40,11 @@ MAX_FRAMES = 3000
 
 
 def _pooled(frames: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None, step: int) -> np.ndarray:
-    """One utterance's statistics as the probe reads them: its frames (cut as `batches.audio_batch`
-    cuts them for scoring), paired with themselves standardised by `stats` where the model normalises."""
-    limit = MAX_FRAMES // step
-    if len(frames) > limit:
-        start = (len(frames) - limit) // 2
-        frames = frames[start:start + limit]
-    x = np.asarray(frames, np.float32) if stats is None else paired(frames, stats)
+    """One utterance's statistics as the probe reads them: its frames, paired with themselves
+    standardised by `stats` where the model normalises, cut as the branch's scores cut them."""
+    x, lengths = audio_batch([frames if stats is None else paired(frames, stats)], MAX_FRAMES, None, step)
     with torch.no_grad():
-        return VoiceProbe.pooled(torch.from_numpy(x)[None], torch.tensor([len(x)]))[0].numpy()
+        return VoiceProbe.pooled(x, lengths)[0].numpy()
 
 
 def pooled_rows(branch: Branch, copy: int = 0, alone: bool | None = None) -> np.ndarray:
@@ -133,7 +129,7 @@ def fit_voice_probe(net: AvemoNet, voice: dict[str, Branch], own_share: float,
         val.by = way
         embedded = embed(net, val)
         with torch.no_grad():
-            own[way] = torch.cat([net.emotion_head(embedded), net.sentiment_head(embedded)], 1)
+            own[way] = torch.cat(net.heads(embedded), 1)
         rows[way] = torch.from_numpy((pooled_rows(val) - shift) / scale)
     val.by = "group"
     tried, best = {}, None

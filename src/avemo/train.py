@@ -176,7 +176,7 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     net.temperature.fill_(1.0)  # equal weights first (an --init's temperatures are fitted again): what they must beat
     before = accuracy()
     with torch.no_grad():  # each modality's validation rows alone (their fused embedding is the branch's)
-        fitted = [fitted_temperature(branch_logits(net, branches[m]["val"], embeddings[m, "val"])[0],
+        fitted = [fitted_temperature(branch_logits(net, branches[m]["val"], embeddings[m, "val"], probes["val"])[0],
                                      torch.from_numpy(branches[m]["val"].emotion)) for m in ("audio", "face")]
     net.temperature.copy_(torch.tensor(fitted))
     calibrated = accuracy()
@@ -297,17 +297,18 @@ def embed_branch(net: AvemoNet, branch: Branch, max_frames: int = 3000) -> torch
 
 
 @torch.no_grad()
-def branch_logits(net: AvemoNet, branch: Branch, embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Emotion and sentiment logits over a whole branch split (its `embedded` embeddings, if
-    computed already), as a segment with that modality alone gets them: a voice with the probe's
-    logits mixed in where the model has one (uncalibrated: temperatures 1 in `logits`' place)."""
+def branch_logits(net: AvemoNet, branch: Branch, embedded: torch.Tensor | None = None,
+                  probe: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emotion and sentiment logits over a whole branch split (its `embedded` embeddings and the
+    probe's logits, if computed already), as a segment with that modality alone gets them: a voice
+    with the probe's logits mixed in where the model has one (uncalibrated: temperatures 1 in `logits`' place)."""
     device = next(net.parameters()).device
     embedded = (embed_branch(net, branch) if embedded is None else embedded).to(device)
     if branch.modality != "audio" or net.probe is None:
         return net.heads(embedded)
     mixed = net.logits(torch.stack([embedded, torch.zeros_like(embedded)], 1),
                        torch.tensor([[True, False]], device=device).expand(len(embedded), 2),
-                       probe_logits(net, branch).to(device))
+                       (probe_logits(net, branch) if probe is None else probe).to(device))
     scale = net.temperature[0]  # `logits` divides by the voice's temperature: undone, as `heads` gives them
     return mixed[1] * scale, mixed[2] * scale
 
