@@ -12,6 +12,7 @@ import avemo
 from avemo.cli import main as main_process
 from avemo.errors import AvemoError
 from avemo.model import ModelConfig
+from avemo.probe import PENALTIES, SHARES
 from avemo.train import TrainSettings, fitted_temperature, train
 
 from .conftest import DATA
@@ -90,7 +91,7 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
                    cache_dir=tmp_path / "cache", workers=1)
     net, meta = load_net(tmp_path / "probed")
     fit = meta["training"]["voice_probe"]
-    assert len(fit["tried"]) == 12 and all(0 <= u <= 1 for uar in fit["tried"].values() for u in uar)
+    assert len(fit["tried"]) == len(PENALTIES) * len(SHARES) and all(0 <= u <= 1 for uar in fit["tried"].values() for u in uar)
     assert (net.probe is not None) == fit["kept"] == net.cfg.voice_probe
     if fit["kept"]:
         assert float(net.probe.share) == fit["share"] > 0 and fit["val_uar"] >= fit["tried"]["0.01/0"][0]

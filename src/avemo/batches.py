@@ -18,6 +18,9 @@ from .datasets import Item
 from .faces import CROP_SIZE
 from .normalise import Stats, group_stats, paired
 
+#: 10 ms frames an utterance is cut to where it is scored rather than trained on (its centre).
+SCORE_FRAMES = 3000
+
 
 def audio_batch(mels: list[np.ndarray], max_frames: int, rng: np.random.Generator | None,
                 step: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,14 +170,21 @@ class Branch:
                 "has_audio": has_audio, "has_face": has_face}
 
 
+def by_class_and_corpus(items: list[Item]) -> dict[int, dict[str, list[int]]]:
+    """The indices of `items` by emotion, then by corpus: the groups training balances over,
+    by drawing (`balanced_draw`) or by weighting (`probe`)."""
+    groups: dict[int, dict[str, list[int]]] = {}
+    for k, item in enumerate(items):
+        groups.setdefault(item.emotion, {}).setdefault(item.corpus, []).append(k)
+    return groups
+
+
 def balanced_draw(items: list[Item], n: int, rng: np.random.Generator) -> np.ndarray:
     """`n` indices of `items`: a class drawn uniformly, then a corpus that has it, then one of
     its files. Why: the corpora differ tenfold in size and in which classes they have; drawn
     in proportion, ASED and nEMO would set the voice branch's idea of every class, and the
     classes few corpora have (disgust, surprise) would look rare."""
-    by_class: dict[int, dict[str, list[int]]] = {}
-    for k, item in enumerate(items):
-        by_class.setdefault(item.emotion, {}).setdefault(item.corpus, []).append(k)
+    by_class = by_class_and_corpus(items)
     classes = sorted(by_class)
     out = np.empty(n, dtype=np.int64)
     for j, c in enumerate(rng.integers(0, len(classes), n)):

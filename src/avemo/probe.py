@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import Branch, audio_batch
+from .batches import SCORE_FRAMES, Branch, audio_batch, by_class_and_corpus
 from .labels import UNKNOWN
 from .metrics import classification_report
 from .model import AvemoNet, VoiceProbe
@@ -33,16 +33,14 @@ from .normalise import group_stats, paired
 log = logging.getLogger("avemo")
 
 #: L2 penalties tried, and the probe's shares of the voice's logits.
-PENALTIES = (1e-2, 3e-2, 1e-1)
+PENALTIES = (1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 SHARES = (0.0, 0.25, 0.5, 0.75)
-#: 10 ms frames an utterance is read to, as the branch's own scores read it (`train.embed_branch`).
-MAX_FRAMES = 3000
 
 
 def _pooled(frames: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None, step: int) -> np.ndarray:
     """One utterance's statistics as the probe reads them: its frames, paired with themselves
     standardised by `stats` where the model normalises, cut as the branch's scores cut them."""
-    x, lengths = audio_batch([frames if stats is None else paired(frames, stats)], MAX_FRAMES, None, step)
+    x, lengths = audio_batch([frames if stats is None else paired(frames, stats)], SCORE_FRAMES, None, step)
     with torch.no_grad():
         return VoiceProbe.pooled(x, lengths)[0].numpy()
 
@@ -67,15 +65,11 @@ def probe_logits(net: AvemoNet, branch: Branch) -> torch.Tensor:
 
 def _balance(branch: Branch) -> np.ndarray:
     """Per utterance: weights that make every class count alike, and within a class every corpus."""
-    corpus = np.array([i.corpus for i in branch.items])
     w = np.zeros(len(branch))
-    classes = np.unique(branch.emotion)
-    for c in classes:
-        of_class = branch.emotion == c
-        corpora = np.unique(corpus[of_class])
-        for name in corpora:
-            members = of_class & (corpus == name)
-            w[members] = 1.0 / (len(classes) * len(corpora) * members.sum())
+    groups = by_class_and_corpus(branch.items)
+    for corpora in groups.values():
+        for members in corpora.values():
+            w[members] = 1.0 / (len(groups) * len(corpora) * len(members))
     return w * len(w)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import Branch, Mix, draw, mixed_faces
+from .batches import SCORE_FRAMES, Branch, Mix, draw, mixed_faces
 from .config import ModelConfig, read_config
 from .datasets import load_spec
 from .errors import AvemoError
@@ -283,7 +283,7 @@ def _run_key(cfg: ModelConfig, s: TrainSettings, branches: dict[str, dict[str, B
 
 
 @torch.no_grad()
-def embed_branch(net: AvemoNet, branch: Branch, max_frames: int = 3000) -> torch.Tensor:
+def embed_branch(net: AvemoNet, branch: Branch, max_frames: int = SCORE_FRAMES) -> torch.Tensor:
     """Fused embeddings (n, embed_dim) of a whole branch split, in item order."""
     net.eval()
     device = next(net.parameters()).device
