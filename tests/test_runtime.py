@@ -131,7 +131,8 @@ def test_export_from_the_cli_needs_a_model_with_weights(tmp_path, capsys):
 @pytest.mark.torch
 def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_match_torch(tmp_path):
     """The probe's logits ride beside the voice embedding; a voice alone gets (1 - share) of its
-    head's logits and share of the probe's, over its temperature; a face alone none of the probe."""
+    head's logits and share of the probe's (a share for emotion, one for sentiment), over its temperature;
+    a face alone none of the probe."""
     torch = pytest.importorskip("torch")
     from avemo.export import export_onnx
     from avemo.model import AvemoNet, ModelConfig, save_model
@@ -139,7 +140,7 @@ def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_ma
     torch.manual_seed(0)
     net = AvemoNet(ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16, voice_probe=True)).eval()
     net.temperature.copy_(torch.tensor([1.5, 0.6]))
-    net.probe.share.fill_(0.5)
+    net.probe.share.copy_(torch.tensor([0.5, 0.25]))
     torch.nn.init.normal_(net.probe.linear.weight, std=0.5)
     states, lengths = torch.randn(2, 30, 64), torch.tensor([30, 12])
     voice = net.voice_out(states, lengths)
@@ -149,6 +150,9 @@ def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_ma
         _, alone, _ = net.decide(voice, face, torch.tensor([[True, False], [True, False]]))
         own = net.emotion_head(net.norm(voice[:, :16]))
         assert torch.allclose(alone, (0.5 * own + 0.5 * voice[:, 16:23]) / 1.5, atol=1e-5)
+        _, _, feeling = net.decide(voice, face, torch.tensor([[True, False], [True, False]]))
+        own = net.sentiment_head(net.norm(voice[:, :16]))
+        assert torch.allclose(feeling, (0.75 * own + 0.25 * voice[:, 23:]) / 1.5, atol=1e-5)
         _, seen, _ = net.decide(voice, face, torch.tensor([[False, True], [False, True]]))
         assert torch.allclose(seen, net.emotion_head(net.norm(face)) / 0.6, atol=1e-5)
     save_model(net, tmp_path / "m")

@@ -86,7 +86,7 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
     with pytest.raises(AvemoError, match="needs --init"):
         train(corpora, tmp_path / "none", TrainSettings(epochs=0), cache_dir=tmp_path / "cache", workers=1)
     # a voice probe added to that model (--voice-probe --epochs 0): fitted on its training voices, its penalty
-    # and share chosen on the validation speakers; kept only where a share above 0 was best there
+    # and shares (emotion's, sentiment's) chosen on the validation speakers; kept only where a share above 0 was best there
     probed = train(corpora, tmp_path / "probed", TrainSettings(epochs=0, init=str(first)), ModelConfig(voice_probe=True),
                    cache_dir=tmp_path / "cache", workers=1)
     net, meta = load_net(tmp_path / "probed")
@@ -94,7 +94,9 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
     assert len(fit["tried"]) == len(PENALTIES) * len(SHARES) and all(0 <= u <= 1 for uar in fit["tried"].values() for u in uar)
     assert (net.probe is not None) == fit["kept"] == net.cfg.voice_probe
     if fit["kept"]:
-        assert float(net.probe.share) == fit["share"] > 0 and fit["val_uar"] >= fit["tried"]["0.01/0"][0]
+        assert net.probe.share.tolist() == [fit["share"], fit["sentiment_share"]] and max(net.probe.share) > 0
+        assert fit["val_uar"] >= fit["tried"]["0.01/0"][0]
+        assert np.mean(fit["sentiment_tried"][f"{fit['sentiment_share']:g}"]) >= np.mean(fit["sentiment_tried"]["0"])
     assert set(probed) == {"audio", "face"}
 
 

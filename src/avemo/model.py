@@ -143,7 +143,8 @@ class VoiceProbe(nn.Module):
     standardised by the speaker where the model normalises), standardised, one linear map to
     emotion and sentiment logits (fitted after training, `probe.py`: an L2-regularised,
     class-balanced logistic regression). The voice's logits are the branch's and the probe's
-    mixed by `share`, chosen on the validation speakers.
+    mixed by `share`: the probe's share of the emotion logits, then of the sentiment logits,
+    each chosen on the validation speakers by its own head's recall.
 
     Why: the recurrent branch fits its training speakers almost perfectly (97%) and a linear
     read of the same states, made another way, errs elsewhere: a linear probe of these
@@ -155,7 +156,7 @@ class VoiceProbe(nn.Module):
         super().__init__()
         self.register_buffer("shift", torch.zeros(2 * width))
         self.register_buffer("scale", torch.ones(2 * width))
-        self.register_buffer("share", torch.zeros(()))
+        self.register_buffer("share", torch.zeros(2))
         self.linear = nn.Linear(2 * width, n_outputs)
 
     @staticmethod
@@ -323,9 +324,9 @@ class AvemoNet(nn.Module):
         if probe is None or self.probe is None:
             return fused, emotion, sentiment
         voice = torch.cat(self.heads(embeddings[:, 0]), 1)
-        shift = self.probe.share * (probe - voice) * self.calibration(present) * weights[:, :1]
+        shift = (probe - voice) * self.calibration(present) * weights[:, :1]
         e = emotion.shape[1]
-        return fused, emotion + shift[:, :e], sentiment + shift[:, e:]
+        return fused, emotion + self.probe.share[0] * shift[:, :e], sentiment + self.probe.share[1] * shift[:, e:]
 
     def heads(self, fused: torch.Tensor, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Emotion and sentiment logits of fused embeddings; calibrated (`calibration`) where

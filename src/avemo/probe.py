@@ -7,8 +7,10 @@ How: every training utterance, clean and in each augmented copy, standardised by
 one row of statistics (`VoiceProbe.pooled`); rows count balanced over classes, then corpora
 (as `batches.balanced_draw` draws the branch's batches), the by-itself rows for the branch's
 `own_share`. The regression is fitted full-batch (L-BFGS) with an L2 penalty; the penalty and
-the share are those whose mix is best on the validation speakers (UAR, by speaker and alone
-averaged). A share of 0 there means the probe does not help: the model keeps none.
+the emotion logits' share are those whose mix is best on the validation speakers (emotion UAR,
+by speaker and alone averaged), then the sentiment logits' share the one best there for sentiment
+(its own UAR): a probe that helps one head need not help the other. Shares of 0 for both there
+mean the probe does not help: the model keeps none.
 
 Why its own module: the probe is fitted, not trained with the branch (the regression is convex,
 its optimum found in a minute on two cores from the cached inputs), and `train.py` calls it
@@ -73,18 +75,30 @@ def _balance(branch: Branch) -> np.ndarray:
     return w * len(w)
 
 
+def _even(weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`weight` rescaled so that every class of `labels` weighs the same in total (the total kept).
+    Why: rows balanced by emotion are 4 in 6 negative in sentiment (anger, disgust, fear, sadness),
+    and a regression fitted on them learns to lean negative."""
+    totals = torch.zeros(int(labels.max()) + 1).index_add_(0, labels, weight)
+    present = totals > 0
+    share = torch.where(present, weight.sum() / (present.sum() * totals.clamp_min(1e-12)), torch.zeros_like(totals))
+    return weight * share[labels]
+
+
 def _fit(x: torch.Tensor, emotion: torch.Tensor, sentiment: torch.Tensor, weight: torch.Tensor, n_emotions: int,
          n_sentiments: int, penalty: float) -> torch.nn.Linear:
-    """The logistic regression: emotion and (where known, at half weight, as in training) sentiment."""
+    """The logistic regression: emotion and (where known, at half weight, as in training, its
+    classes weighing alike) sentiment."""
     linear = torch.nn.Linear(x.shape[1], n_emotions + n_sentiments)
     known = sentiment != UNKNOWN
+    sentiment_weight = _even(weight[known], sentiment[known])
     opt = torch.optim.LBFGS(linear.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         out = linear(x)
         loss = (F.cross_entropy(out[:, :n_emotions], emotion, reduction="none") * weight).mean()
-        loss = loss + 0.5 * (F.cross_entropy(out[known, n_emotions:], sentiment[known], reduction="none") * weight[known]).mean()
+        loss = loss + 0.5 * (F.cross_entropy(out[known, n_emotions:], sentiment[known], reduction="none") * sentiment_weight).mean()
         loss = loss + penalty * linear.weight.square().sum()
         loss.backward()
         return loss
@@ -139,14 +153,25 @@ def fit_voice_probe(net: AvemoNet, voice: dict[str, Branch], own_share: float,
             if best is None or score > best[0] + 1e-9:
                 best = (score, penalty, share, linear)
     score, penalty, share, linear = best
-    log.info("voice probe on %d validation utterances: UAR %.3f with share %g (penalty %g), %.3f without",
-             len(val), score, share, penalty, float(np.mean(tried[f"{PENALTIES[0]:g}/0"])))
-    if share == 0:
+    known = val.sentiment != UNKNOWN
+    with torch.no_grad():
+        probe = {way: linear(rows[way]) for way in ways}
+    sentiment_tried = {f"{s:g}": [classification_report(
+        val.sentiment[known], ((1 - s) * own[w] + s * probe[w])[known, n_emotions:].argmax(1).numpy(),
+        list(net.cfg.sentiments))["uar"] for w in ways] for s in SHARES}
+    sentiment_share = max(SHARES, key=lambda s: float(np.mean(sentiment_tried[f"{s:g}"])))  # the first best
+    log.info("voice probe on %d validation utterances: UAR %.3f with share %g (penalty %g), %.3f without; "
+             "sentiment UAR %.3f with share %g, %.3f without", len(val), score, share, penalty,
+             float(np.mean(tried[f"{PENALTIES[0]:g}/0"])), float(np.mean(sentiment_tried[f"{sentiment_share:g}"])),
+             sentiment_share, float(np.mean(sentiment_tried["0"])))
+    fitted = {"tried": tried, "sentiment_tried": sentiment_tried}
+    if share == sentiment_share == 0:
         net.probe, net.cfg.voice_probe = None, False
-        return {"kept": False, "tried": tried}
+        return {"kept": False, **fitted}
     with torch.no_grad():
         net.probe.shift.copy_(torch.from_numpy(shift))
         net.probe.scale.copy_(torch.from_numpy(scale))
-        net.probe.share.fill_(share)
+        net.probe.share.copy_(torch.tensor([share, sentiment_share]))
         net.probe.linear.load_state_dict(linear.state_dict())
-    return {"kept": True, "penalty": penalty, "share": share, "val_uar": score, "rows": len(x), "tried": tried}
+    return {"kept": True, "penalty": penalty, "share": share, "sentiment_share": sentiment_share, "val_uar": score,
+            "rows": len(x), **fitted}
