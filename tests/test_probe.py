@@ -1,9 +1,12 @@
 """The voice probe's fitting weights (`probe._even`); the fit itself on real corpora is in test_train.py."""
 
-import torch
+import pytest
 
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN, derived_sentiment
-from avemo.probe import _even
+
+torch = pytest.importorskip("torch")  # the [train] extra
+
+from avemo.probe import _even  # noqa: E402  (needs torch)
 
 
 def test_rows_balanced_by_emotion_weigh_every_sentiment_alike():
