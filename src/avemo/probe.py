@@ -140,25 +140,28 @@ def fit_voice_probe(net: AvemoNet, voice: dict[str, Branch], own_share: float,
             own[way] = torch.cat(net.heads(embedded), 1)
         rows[way] = torch.from_numpy((pooled_rows(val) - shift) / scale)
     val.by = "group"
+    known = val.sentiment != UNKNOWN
+    heads = {"emotion": (val.emotion, slice(None), slice(None, n_emotions), list(net.cfg.emotions)),
+             "sentiment": (val.sentiment[known], known, slice(n_emotions, None), list(net.cfg.sentiments))}
+
+    def mixed_uar(probe: dict[str, torch.Tensor], share: float, head: str) -> list[float]:
+        """The head's validation UAR, each way read, of the branch's logits and `share` of the probe's."""
+        labels, rows_kept, columns, names = heads[head]
+        return [classification_report(labels, ((1 - share) * own[w] + share * probe[w])[rows_kept, columns].argmax(1).numpy(),
+                                      names)["uar"] for w in ways]
+
     tried, best = {}, None
     for penalty in PENALTIES:
         linear = _fit(xt, emotion, sentiment, weight, n_emotions, len(net.cfg.sentiments), penalty)
         with torch.no_grad():
             probe = {way: linear(rows[way]) for way in ways}
         for share in SHARES:
-            uar = [classification_report(val.emotion, ((1 - share) * own[w] + share * probe[w])[:, :n_emotions].argmax(1).numpy(),
-                                         list(net.cfg.emotions))["uar"] for w in ways]
-            tried[f"{penalty:g}/{share:g}"] = uar
+            uar = tried[f"{penalty:g}/{share:g}"] = mixed_uar(probe, share, "emotion")
             score = float(np.mean(uar))
             if best is None or score > best[0] + 1e-9:
-                best = (score, penalty, share, linear)
-    score, penalty, share, linear = best
-    known = val.sentiment != UNKNOWN
-    with torch.no_grad():
-        probe = {way: linear(rows[way]) for way in ways}
-    sentiment_tried = {f"{s:g}": [classification_report(
-        val.sentiment[known], ((1 - s) * own[w] + s * probe[w])[known, n_emotions:].argmax(1).numpy(),
-        list(net.cfg.sentiments))["uar"] for w in ways] for s in SHARES}
+                best = (score, penalty, share, linear, probe)
+    score, penalty, share, linear, probe = best
+    sentiment_tried = {f"{s:g}": mixed_uar(probe, s, "sentiment") for s in SHARES}
     sentiment_share = max(SHARES, key=lambda s: float(np.mean(sentiment_tried[f"{s:g}"])))  # the first best
     log.info("voice probe on %d validation utterances: UAR %.3f with share %g (penalty %g), %.3f without; "
              "sentiment UAR %.3f with share %g, %.3f without", len(val), score, share, penalty,
