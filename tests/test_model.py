@@ -33,17 +33,22 @@ def test_save_load_roundtrip(tmp_path):
     assert meta["architecture"]["face_channels"] == 4
 
 
+def _saved_with(folder, **architecture):
+    """A saved tiny model whose config.json then says `architecture` (its weights unchanged)."""
+    save_model(AvemoNet(TINY), folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["architecture"].update(architecture)
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
 def test_config_and_weights_must_match(tmp_path):
-    save_model(AvemoNet(TINY), tmp_path)
-    meta = json.loads((tmp_path / "config.json").read_text())
-    meta["architecture"]["embed_dim"] = 16
-    (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(AvemoError, match="weights do not match"):
-        load_net(tmp_path)
-    meta["architecture"]["emotions"] = ["happy", "sad"]
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+        load_net(_saved_with(tmp_path / "wide", embed_dim=16))
     with pytest.raises(AvemoError, match="label sets"):
-        load_net(tmp_path)
+        load_net(_saved_with(tmp_path / "labels", embed_dim=16, emotions=["happy", "sad"]))
+    with pytest.raises(AvemoError, match="whisper_layers 5"):  # a cut the encoder does not have
+        load_net(_saved_with(tmp_path / "cut", whisper_layers=5))
 
 
 def test_missing_modality_drops_out_of_the_fusion():
@@ -109,3 +114,4 @@ def test_face_embedding_reads_only_the_crops_that_are_there():
                                 for i in range(3)])
         net.face.for_inference()
         assert torch.allclose(net.face(crops, mask), expected, atol=1e-4)
+

@@ -65,3 +65,19 @@ def test_a_clip_is_encoded_the_same_alone_and_padded_in_a_batch(encoder):
 def test_the_pretrained_weights_are_the_packages(encoder):
     state = pretrained_state()
     assert all(torch.equal(state[k], v) for k, v in encoder.state_dict().items())
+
+
+def test_an_encoder_cut_after_two_blocks_is_the_first_two_of_the_whole(encoder):
+    cut = WhisperEncoder(2)
+    cut.load_state_dict(pretrained_state(2))  # only what it runs: no weights of blocks 3 and 4
+    assert len(cut.blocks) == 2 and not any(k.startswith(("blocks.2.", "blocks.3.")) for k in cut.state_dict())
+    mel = torch.from_numpy(whisper_log_mel(load_audio(ANGRY)))[None]
+    with torch.no_grad():
+        whole, ours = encoder.eval(), cut.eval()(mel)
+        x = torch.nn.functional.gelu(whole.conv2(torch.nn.functional.gelu(whole.conv1(mel)))).transpose(1, 2)
+        x = x + whole.positions[: x.shape[1]]
+        for block in whole.blocks[:2]:
+            x = block(x, None)
+        expected, last = whole.norm(x), whole(mel)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    assert not torch.allclose(ours, last, atol=1e-2)  # the states after block 2 are not the last block's

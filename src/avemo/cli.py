@@ -234,7 +234,8 @@ def _train(args: argparse.Namespace) -> int:
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()), warm=args.warm,
                              face_mixup=args.mixup, lr=args.lr)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
-                      voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe)
+                      voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
+                      whisper_layers=args.whisper_layers)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
@@ -349,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--voiceprint", action="store_true",
                    help="whisper front-end: each utterance's voiceprint (Resemblyzer's speaker encoder) beside its "
                         "states (needs pip install --no-deps resemblyzer==0.1.4, or the shipped model, which carries it)")
+    t.add_argument("--whisper-layers", type=int, default=4, choices=range(1, 5), metavar="N",
+                   help="whisper front-end: its states after block N of 4 (the blocks after do not run; default 4)")
     t.add_argument("--voice-probe", action="store_true",
                    help="beside the voice branch, a linear probe of its pooled inputs, fitted after training and "
                         "mixed into the voice's logits where that helps the validation speakers (with --epochs 0 "

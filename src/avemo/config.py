@@ -41,6 +41,7 @@ class ModelConfig:
     voice_norm: str = "none"  # "group": voice frames read as they are and standardised per speaker or file (`normalise.py`)
     voiceprint: bool = False  # the whisper front-end's states with each utterance's voiceprint beside them (`voiceprint.py`)
     voice_probe: bool = False  # a linear probe of the voice's pooled inputs beside the recurrent branch (`model.VoiceProbe`)
+    whisper_layers: int = 4  # the whisper front-end's states: after this many of its 4 blocks (`whisper.WhisperEncoder`)
 
     @property
     def voice_bands(self) -> int:
@@ -94,6 +95,8 @@ def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]
             raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}, voice_norm {cfg.voice_norm!r}")
         if cfg.voiceprint and cfg.audio_front != "whisper":
             raise ValueError("a voiceprint is read beside Whisper's states: audio_front must be whisper")
+        if not 1 <= cfg.whisper_layers <= 4:
+            raise ValueError(f"whisper_layers {cfg.whisper_layers!r}: Whisper tiny.en's encoder has blocks 1 to 4")
         defaults = ModelConfig()
         for f in fields(cfg):
             value, kind = getattr(cfg, f.name), type(getattr(defaults, f.name))

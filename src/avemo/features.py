@@ -37,7 +37,7 @@ from .whisper import pretrained_state as whisper_state
 log = logging.getLogger("avemo")
 
 
-def _whole_file(args: tuple[str, dict, str, bool, int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
+def _whole_file(args: tuple[str, dict, str, bool, int, int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
     """A whole file as one segment, as `predict` sees it: the voice features of its speech
     span (0 frames if it has none; for the whisper front-end, the encoder's pooled states)
     and, with `max_faces` > 0, its main-face crops. Both empty for a file that cannot be
@@ -49,7 +49,7 @@ def _whole_file(args: tuple[str, dict, str, bool, int, tuple[str, ...], float, i
     from .predict import segment_inputs
     from .segments import Segment, speech_regions
 
-    path, mel, front, voiceprint, variant, noise_files, fps, max_faces = args
+    path, mel, front, voiceprint, layers, variant, noise_files, fps, max_faces = args
     torch.set_num_threads(1)
     bands = ModelConfig(mel=mel, audio_front=front, voiceprint=voiceprint).state_width  # the cache holds the states
     no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
@@ -74,7 +74,7 @@ def _whole_file(args: tuple[str, dict, str, bool, int, tuple[str, ...], float, i
     item = segment_inputs(Segment(0.0, length), wave, frames, speech, voice, max_faces)
     m = no_mel
     if item.mel is not None:
-        m = _encoder_states(item.mel, voiceprint) if front == "whisper" else item.mel.astype(np.float16)
+        m = _encoder_states(item.mel, voiceprint, layers) if front == "whisper" else item.mel.astype(np.float16)
     return m, np.stack(item.crops) if item.crops else no_crops
 
 
@@ -84,18 +84,18 @@ def _noises(paths: tuple[str, ...]) -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=2)
-def pretrained_front(voiceprint: bool) -> torch.nn.Module:
-    """The whisper front-end's frozen encoders, as their packages give them."""
-    audio = AudioEncoder(ModelConfig(audio_front="whisper", voiceprint=voiceprint))
-    audio.whisper.load_state_dict(whisper_state())
+def pretrained_front(voiceprint: bool, layers: int = 4) -> torch.nn.Module:
+    """The whisper front-end's frozen encoders, as their packages give them (Whisper's as far as block `layers`)."""
+    audio = AudioEncoder(ModelConfig(audio_front="whisper", voiceprint=voiceprint, whisper_layers=layers))
+    audio.whisper.load_state_dict(whisper_state(layers))
     if voiceprint:
         audio.voiceprint.load_state_dict(voiceprint_state())
     return audio.eval()
 
 
-def _encoder_states(mel: np.ndarray, voiceprint: bool) -> np.ndarray:
+def _encoder_states(mel: np.ndarray, voiceprint: bool, layers: int) -> np.ndarray:
     """Voice frames (`audio.voice_features`) to the states the whisper front-end reads (`model.encoder_states`)."""
-    states, _ = encoder_states(pretrained_front(voiceprint), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
+    states, _ = encoder_states(pretrained_front(voiceprint, layers), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
     return states[0].numpy().astype(np.float16)
 
 
@@ -153,6 +153,8 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         settings["front"] = cfg.audio_front
     if cfg.voiceprint:
         settings["voiceprint"] = "resemblyzer-0.1.4"
+    if cfg.audio_front == "whisper" and cfg.whisper_layers != 4:  # (the caches made before it was a setting hold 4)
+        settings["whisper_layers"] = cfg.whisper_layers
     if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
         settings.update(variant=variant, augment="real_world-1",
                         noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
@@ -171,7 +173,8 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
     else:
         faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
         with ProcessPoolExecutor(workers) as pool:
-            args = [(str(i.path), cfg.mel, cfg.audio_front, cfg.voiceprint, variant, noise_files, cfg.frame_rate, faces)
+            args = [(str(i.path), cfg.mel, cfg.audio_front, cfg.voiceprint, cfg.whisper_layers, variant, noise_files,
+                     cfg.frame_rate, faces)
                     for i in items]
             feats = list(pool.map(_whole_file, args, chunksize=8))
         if modality == "audio":

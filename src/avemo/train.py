@@ -235,7 +235,7 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out
     front-end's encoder comes pretrained, frozen, and is fed cached states."""
     net = AvemoNet(cfg)
     if cfg.audio_front == "whisper":
-        front = pretrained_front(cfg.voiceprint)
+        front = pretrained_front(cfg.voiceprint, cfg.whisper_layers)
         net.audio.whisper.load_state_dict(front.whisper.state_dict())
         if cfg.voiceprint:
             net.audio.voiceprint.load_state_dict(front.voiceprint.state_dict())

