@@ -114,4 +114,3 @@ def test_face_embedding_reads_only_the_crops_that_are_there():
                                 for i in range(3)])
         net.face.for_inference()
         assert torch.allclose(net.face(crops, mask), expected, atol=1e-4)
-

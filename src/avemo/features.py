@@ -32,6 +32,7 @@ from .files import written_whole
 from .media import SAMPLE_RATE, load_audio
 from .model import AudioEncoder, encoder_states
 from .voiceprint import pretrained_state as voiceprint_state
+from .whisper import LAYERS as WHISPER_LAYERS
 from .whisper import pretrained_state as whisper_state
 
 log = logging.getLogger("avemo")
@@ -84,7 +85,7 @@ def _noises(paths: tuple[str, ...]) -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=2)
-def pretrained_front(voiceprint: bool, layers: int = 4) -> torch.nn.Module:
+def pretrained_front(voiceprint: bool, layers: int) -> torch.nn.Module:
     """The whisper front-end's frozen encoders, as their packages give them (Whisper's as far as block `layers`)."""
     audio = AudioEncoder(ModelConfig(audio_front="whisper", voiceprint=voiceprint, whisper_layers=layers))
     audio.whisper.load_state_dict(whisper_state(layers))
@@ -153,7 +154,7 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         settings["front"] = cfg.audio_front
     if cfg.voiceprint:
         settings["voiceprint"] = "resemblyzer-0.1.4"
-    if cfg.audio_front == "whisper" and cfg.whisper_layers != 4:  # (the caches made before it was a setting hold 4)
+    if cfg.audio_front == "whisper" and cfg.whisper_layers != WHISPER_LAYERS:  # caches made before it was a setting hold all
         settings["whisper_layers"] = cfg.whisper_layers
     if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
         settings.update(variant=variant, augment="real_world-1",
