@@ -3,6 +3,7 @@
     python benchmarks/speed.py [FILE]            default: a 5-minute loop of WolfgangLanger_Pexels.mp4
     python benchmarks/speed.py --minutes 60 --repeat 1 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
     python benchmarks/speed.py --runtime torch    the same weights run by torch instead of ONNX Runtime
+    python benchmarks/speed.py --model DIR        another model folder than the shipped one (an A/B of two models)
 
 Prints, for one file: the decode-only time (every video frame and the audio, converting
 nothing: what any tool that reads every frame must spend) and avemo's time (model loaded
@@ -44,13 +45,13 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None) -> dict:
+def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None) -> dict:
     """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
     (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
     under the same load (shared machines are noisy); the segment count and peak memory."""
     import avemo
 
-    model = avemo.load_model(runtime=runtime, threads=threads)
+    model = avemo.load_model(model_dir, runtime=runtime, threads=threads)
     model.predict(SOURCE)  # warm-up: VAD session, face cascade, the runtime's kernels
     pairs = []
     for _ in range(repeat):
@@ -62,15 +63,15 @@ def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None) -> d
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None) -> dict:
+def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None) -> dict:
     """`paired_runs` in a fresh process, so that its peak memory is avemo's alone."""
     out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat), "--runtime", runtime,
-                          *(["--threads", str(threads)] if threads else [])],
+                          *(["--threads", str(threads)] if threads else []), *(["--model", model_dir] if model_dir else [])],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def stages(path: Path, runtime: str) -> dict[str, float]:
+def stages(path: Path, runtime: str, model_dir: str | None) -> dict[str, float]:
     """Seconds per stage, each measured on its own (one after another, no threads) in this process."""
     import avemo
     from avemo.faces import observe_faces
@@ -78,7 +79,7 @@ def stages(path: Path, runtime: str) -> dict[str, float]:
     from avemo.predict import INFER_BATCH, segment_inputs
     from avemo.segments import plan_segments, speech_regions
 
-    model = avemo.load_model(runtime=runtime)
+    model = avemo.load_model(model_dir, runtime=runtime)
     split = {}
     start = time.perf_counter()
     wave = load_audio(path)
@@ -113,15 +114,16 @@ def main() -> None:
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage split (it decodes the file twice more)")
     parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="the network's runtime (default: ONNX Runtime)")
     parser.add_argument("--threads", type=int, help="the network's threads (default: the runtime's choice)")
+    parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = args.file or looped(SOURCE, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min.mp4")
     if args.child:
-        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads)))
+        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads, args.model)))
         return
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
-    run = avemo_run(path, args.repeat, args.runtime, args.threads)
+    run = avemo_run(path, args.repeat, args.runtime, args.threads, args.model)
     ratios = sorted(a / d for d, a in run["pairs"])
     floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
     print(f"file: {path} ({duration:.1f} s; {run['segments']} segments, from {run['covered'][0]:.1f} to "
@@ -133,7 +135,7 @@ def main() -> None:
     print(f"peak resident memory of the avemo process: {run['peak_mb']:.0f} MB")
     if not args.no_stages:
         print(f"stages, each timed alone (avemo runs them side by side on {os.cpu_count()} cores):")
-        for name, secs in stages(path, args.runtime).items():
+        for name, secs in stages(path, args.runtime, args.model).items():
             print(f"  {name:<32} {secs:6.2f} s")
 
 

@@ -49,6 +49,8 @@ def test_config_and_weights_must_match(tmp_path):
         load_net(_saved_with(tmp_path / "labels", embed_dim=16, emotions=["happy", "sad"]))
     with pytest.raises(AvemoError, match="whisper_layers 5"):  # a cut the encoder does not have
         load_net(_saved_with(tmp_path / "cut", whisper_layers=5))
+    with pytest.raises(AvemoError, match="max_faces 0"):  # a face segment judged on no crop
+        load_net(_saved_with(tmp_path / "no crops", max_faces=0))
 
 
 def test_missing_modality_drops_out_of_the_fusion():

@@ -230,12 +230,15 @@ def _train(args: argparse.Namespace) -> int:
     from .config import ModelConfig
     from .train import TrainSettings, train
 
+    if args.max_faces < 1:
+        raise AvemoError(f"--max-faces must be 1 or more, not {args.max_faces}")
+
     settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()), warm=args.warm,
                              face_mixup=args.mixup, lr=args.lr)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
-                      whisper_layers=args.whisper_layers)
+                      whisper_layers=args.whisper_layers, max_faces=args.max_faces)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
@@ -356,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beside the voice branch, a linear probe of its pooled inputs, fitted after training and "
                         "mixed into the voice's logits where that helps the validation speakers (with --epochs 0 "
                         "and --init: added to that model)")
+    t.add_argument("--max-faces", type=int, default=16, metavar="N",
+                   help="face crops a segment judges, spread evenly over it (default 16; with --epochs 0 and "
+                        "--init: changes that model's)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
     t.add_argument("--warm", action="store_true",

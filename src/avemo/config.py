@@ -97,6 +97,8 @@ def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]
             raise ValueError("a voiceprint is read beside Whisper's states: audio_front must be whisper")
         if not 1 <= cfg.whisper_layers <= 4:
             raise ValueError(f"whisper_layers {cfg.whisper_layers!r}: Whisper tiny.en's encoder has blocks 1 to 4")
+        if cfg.max_faces < 1:
+            raise ValueError(f"max_faces {cfg.max_faces!r}: a segment judges at least one face crop")
         defaults = ModelConfig()
         for f in fields(cfg):
             value, kind = getattr(cfg, f.name), type(getattr(defaults, f.name))

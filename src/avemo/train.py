@@ -39,6 +39,10 @@ from .splits import held_out_name, split_items
 
 log = logging.getLogger("avemo")
 
+#: What a run without training (`epochs` 0) may change of its `init` model: a voice probe
+#: added, and the face crops a segment judges (fewer for a wider, slower face CNN).
+AFTER_TRAINING = ("voice_probe", "max_faces")
+
 #: Kinds of training input: speech files, face images, paired audio-visual clips.
 BRANCHES = ("audio", "face", "video")
 
@@ -405,8 +409,10 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     if s.epochs == 0:
         if not s.init:
             raise AvemoError("--epochs 0 trains no branch: it needs --init MODEL, whose stages after training are run again")
-        saved = read_config(s.init, "model.safetensors")[0]  # that model as it is; a probe may be added to it
-        cfg = replace(saved, voice_probe=saved.voice_probe or bool(config and config.voice_probe))
+        saved = read_config(s.init, "model.safetensors")[0]  # that model as it is, but what `config` changes of
+        default = ModelConfig()  # `AFTER_TRAINING` (given unlike the default): a probe added, the crops a segment judges
+        cfg = replace(saved, **{k: getattr(config, k) for k in AFTER_TRAINING
+                                if config and getattr(config, k) != getattr(default, k)})
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     random.seed(s.seed)
     np.random.seed(s.seed)
