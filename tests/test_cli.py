@@ -72,6 +72,8 @@ def test_folder_batch_reports_bad_file_and_finishes_the_rest(clips, tmp_path, ca
     (["predict", str(MEDIA / "single_face.jpg"), "--model", "/no/model"], "not a model folder"),
     (["predict", str(REPO / "examples" / "sample.mp4"), "--normalise", "none"],
      "this model reads voices beside their speaker's statistics: normalise by file or segment (evaluate: or speaker), not none"),
+    (["train", "--data", f"ravdess:{MEDIA}", "--whisper-stack", "--out", "/tmp/never"],
+     "--voiceprint and --whisper-stack need --audio-front whisper"),
 ])
 def test_user_errors_are_one_line_and_exit_1(args, message, capsys):
     assert main(args) == 1

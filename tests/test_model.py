@@ -51,6 +51,8 @@ def test_config_and_weights_must_match(tmp_path):
         load_net(_saved_with(tmp_path / "cut", whisper_layers=5))
     with pytest.raises(AvemoError, match="max_faces 0"):  # a face segment judged on no crop
         load_net(_saved_with(tmp_path / "no crops", max_faces=0))
+    with pytest.raises(AvemoError, match="must be whisper"):  # stacked states of a log-Mel front-end
+        load_net(_saved_with(tmp_path / "stacked", whisper_stack=True))
 
 
 def test_missing_modality_drops_out_of_the_fusion():

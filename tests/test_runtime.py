@@ -162,3 +162,23 @@ def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_ma
     theirs = avemo.load_model(tmp_path / "m").predict(REPO / "examples" / "sample.mp4")
     flat = [[list(r.emotion_probs.values()) for r in rs] for rs in (ours, theirs)]
     assert len(ours) == len(theirs) >= 3 and np.abs(np.array(flat[0]) - np.array(flat[1])).max() <= 2e-4
+
+
+@pytest.mark.torch
+def test_a_whisper_front_with_stacked_states_exports_to_graphs_that_match_torch(tmp_path):
+    """Stacked states (each block's beside the others', `--whisper-stack`) widen what the encoder
+    graph gives and the voice graph reads; both runtimes agree on real speech."""
+    torch = pytest.importorskip("torch")
+    from avemo.export import export_onnx
+    from avemo.model import AvemoNet, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(audio_front="whisper", whisper_layers=2, whisper_stack=True, audio_channels=16, audio_hidden=16,
+                      face_channels=8, embed_dim=16)
+    assert cfg.state_width == 2 * 384
+    save_model(AvemoNet(cfg).eval(), tmp_path / "m")
+    record = export_onnx(tmp_path / "m", tmp_path / "onnx")
+    assert "encoder" in record["graphs"] and record["max_difference"] <= 1e-4
+    ours, theirs = (avemo.load_model(tmp_path / d).predict(ANGRY) for d in ("onnx", "m"))
+    flat = [[list(r.emotion_probs.values()) for r in rs] for rs in (ours, theirs)]
+    assert len(ours) == len(theirs) >= 1 and np.abs(np.array(flat[0]) - np.array(flat[1])).max() <= 2e-4

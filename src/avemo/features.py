@@ -38,7 +38,7 @@ from .whisper import pretrained_state as whisper_state
 log = logging.getLogger("avemo")
 
 
-def _whole_file(args: tuple[str, dict, str, bool, int, int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
+def _whole_file(args: tuple[str, dict, str, bool, tuple[int, bool], int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
     """A whole file as one segment, as `predict` sees it: the voice features of its speech
     span (0 frames if it has none; for the whisper front-end, the encoder's pooled states)
     and, with `max_faces` > 0, its main-face crops. Both empty for a file that cannot be
@@ -50,9 +50,10 @@ def _whole_file(args: tuple[str, dict, str, bool, int, int, tuple[str, ...], flo
     from .predict import segment_inputs
     from .segments import Segment, speech_regions
 
-    path, mel, front, voiceprint, layers, variant, noise_files, fps, max_faces = args
+    path, mel, front, voiceprint, (layers, stack), variant, noise_files, fps, max_faces = args
     torch.set_num_threads(1)
-    bands = ModelConfig(mel=mel, audio_front=front, voiceprint=voiceprint).state_width  # the cache holds the states
+    bands = ModelConfig(mel=mel, audio_front=front, voiceprint=voiceprint, whisper_layers=layers,
+                        whisper_stack=stack).state_width  # the cache holds the states
     no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     try:
         info = probe(path)
@@ -75,7 +76,7 @@ def _whole_file(args: tuple[str, dict, str, bool, int, int, tuple[str, ...], flo
     item = segment_inputs(Segment(0.0, length), wave, frames, speech, voice, max_faces)
     m = no_mel
     if item.mel is not None:
-        m = _encoder_states(item.mel, voiceprint, layers) if front == "whisper" else item.mel.astype(np.float16)
+        m = _encoder_states(item.mel, voiceprint, layers, stack) if front == "whisper" else item.mel.astype(np.float16)
     return m, np.stack(item.crops) if item.crops else no_crops
 
 
@@ -85,18 +86,19 @@ def _noises(paths: tuple[str, ...]) -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=2)
-def pretrained_front(voiceprint: bool, layers: int) -> torch.nn.Module:
-    """The whisper front-end's frozen encoders, as their packages give them (Whisper's as far as block `layers`)."""
-    audio = AudioEncoder(ModelConfig(audio_front="whisper", voiceprint=voiceprint, whisper_layers=layers))
+def pretrained_front(voiceprint: bool, layers: int, stack: bool) -> torch.nn.Module:
+    """The whisper front-end's frozen encoders, as their packages give them (Whisper's as far as
+    block `layers`; with `stack`, the states of each of those blocks side by side)."""
+    audio = AudioEncoder(ModelConfig(audio_front="whisper", voiceprint=voiceprint, whisper_layers=layers, whisper_stack=stack))
     audio.whisper.load_state_dict(whisper_state(layers))
     if voiceprint:
         audio.voiceprint.load_state_dict(voiceprint_state())
     return audio.eval()
 
 
-def _encoder_states(mel: np.ndarray, voiceprint: bool, layers: int) -> np.ndarray:
+def _encoder_states(mel: np.ndarray, voiceprint: bool, layers: int, stack: bool) -> np.ndarray:
     """Voice frames (`audio.voice_features`) to the states the whisper front-end reads (`model.encoder_states`)."""
-    states, _ = encoder_states(pretrained_front(voiceprint, layers), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
+    states, _ = encoder_states(pretrained_front(voiceprint, layers, stack), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
     return states[0].numpy().astype(np.float16)
 
 
@@ -156,6 +158,8 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         settings["voiceprint"] = "resemblyzer-0.1.4"
     if cfg.audio_front == "whisper" and cfg.whisper_layers != WHISPER_LAYERS:  # caches made before it was a setting hold all
         settings["whisper_layers"] = cfg.whisper_layers
+    if cfg.whisper_stack:
+        settings["whisper_stack"] = True
     if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
         settings.update(variant=variant, augment="real_world-1",
                         noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
@@ -174,7 +178,7 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
     else:
         faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
         with ProcessPoolExecutor(workers) as pool:
-            args = [(str(i.path), cfg.mel, cfg.audio_front, cfg.voiceprint, cfg.whisper_layers, variant, noise_files,
+            args = [(str(i.path), cfg.mel, cfg.audio_front, cfg.voiceprint, (cfg.whisper_layers, cfg.whisper_stack), variant, noise_files,
                      cfg.frame_rate, faces)
                     for i in items]
             feats = list(pool.map(_whole_file, args, chunksize=8))

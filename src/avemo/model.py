@@ -98,7 +98,7 @@ class AudioEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         width, ch = cfg.voice_input_width, cfg.audio_channels
-        self.whisper = WhisperEncoder(cfg.whisper_layers).requires_grad_(False) if cfg.audio_front == "whisper" else None
+        self.whisper = WhisperEncoder(cfg.whisper_layers, cfg.whisper_stack).requires_grad_(False) if cfg.audio_front == "whisper" else None
         self.voiceprint = VoiceprintLSTM().requires_grad_(False) if cfg.voiceprint else None
         self.takes_states = False  # True while training on cached encoder states (see `states`)
         if self.whisper is not None:

@@ -239,13 +239,14 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out
     front-end's encoder comes pretrained, frozen, and is fed cached states."""
     net = AvemoNet(cfg)
     if cfg.audio_front == "whisper":
-        front = pretrained_front(cfg.voiceprint, cfg.whisper_layers)
+        front = pretrained_front(cfg.voiceprint, cfg.whisper_layers, cfg.whisper_stack)
         net.audio.whisper.load_state_dict(front.whisper.state_dict())
         if cfg.voiceprint:
             net.audio.voiceprint.load_state_dict(front.voiceprint.state_dict())
         net.audio.takes_states = True
     if s.init:
-        trained = {"audio": ("audio",), "face": ("face",), "video": ("audio", "face", "gate")}
+        # a voice trained here gets its probe fitted afresh after training (`fit_voice_probe`)
+        trained = {"audio": ("audio", "probe"), "face": ("face",), "video": ("audio", "face", "gate", "probe")}
         open_parts = {part for m in active for part in trained[m]}
         if "video" in active or {"audio", "face"} <= set(active):
             open_parts |= {"norm", "emotion_head", "sentiment_head", "gate"}
@@ -267,7 +268,7 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out
             raise AvemoError(f"--init {s.init}: its frozen parts do not fit this architecture (first: {wrong[0]})")
         net.load_state_dict(kept, strict=False)
         for name, module in net.named_children():
-            if name not in open_parts:
+            if name not in open_parts or name == "probe":  # the probe is fitted, never trained by gradient
                 module.requires_grad_(False)
         log.info("starting from %s; trained: %s", s.init, ", ".join(sorted(open_parts)) or "nothing (--epochs 0)")
         for k, branch in enumerate(("audio", "face")):  # a branch trained here trains on the heads' own logits,
