@@ -86,3 +86,16 @@ def test_console_script_exits_nonzero_without_traceback(clips):
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("empty file (0 bytes)") and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_commands_that_need_torch_say_so_in_one_line_without_it(command, tmp_path):
+    """train and export in a process that cannot import torch (the default, ONNX-only install)."""
+    args = {"train": ["train", "--data", f"ravdess:{MEDIA}", "--out", str(tmp_path / "out")],
+            "export": ["export", "--onnx", str(tmp_path / "out")]}[command]
+    code = ("import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
+            "from avemo.cli import main\n"
+            f"sys.exit(main({args!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"avemo: error: {command} needs torch: pip install 'avemo[train]' (torch is missing)"

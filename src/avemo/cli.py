@@ -221,38 +221,44 @@ def _train(args: argparse.Namespace) -> int:
     if bool(args.data) == bool(args.features):
         raise AvemoError("give --data KIND:PATH (media corpora) or --features PKL --labels DIR (precomputed vectors)")
     if args.features:
-        from .context import train_on_vectors
-
         if not args.labels:
             raise AvemoError("--features needs --labels: the folder of MELD's train/dev/test_sent_emo.csv")
-        train_on_vectors(args.features, args.labels, args.task, args.arch, args.out, epochs=args.epochs or 60, seed=args.seed)
+        context = _torch_module("context", "train")
+        context.train_on_vectors(args.features, args.labels, args.task, args.arch, args.out, epochs=args.epochs or 60,
+                                 seed=args.seed)
         return 0
-    from .config import ModelConfig
-    from .train import TrainSettings, train
-
     if args.max_faces < 1:
         raise AvemoError(f"--max-faces must be 1 or more, not {args.max_faces}")
     if (args.voiceprint or args.whisper_stack) and args.audio_front != "whisper":
         raise AvemoError("--voiceprint and --whisper-stack need --audio-front whisper")
+    from .config import ModelConfig
 
-    settings = TrainSettings(epochs=TrainSettings.epochs if args.epochs is None else args.epochs, seed=args.seed, init=args.init,
-                             audio_variants=args.variants, noise_files=tuple(args.noise or ()), warm=args.warm,
-                             face_mixup=args.mixup, lr=args.lr)
+    training = _torch_module("train", "train")
+    epochs = training.TrainSettings.epochs if args.epochs is None else args.epochs
+    settings = training.TrainSettings(epochs=epochs, seed=args.seed, init=args.init, audio_variants=args.variants,
+                                      noise_files=tuple(args.noise or ()), warm=args.warm, face_mixup=args.mixup, lr=args.lr)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
                       whisper_layers=args.whisper_layers, whisper_stack=args.whisper_stack, max_faces=args.max_faces)
-    train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
+    training.train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _torch_module(name: str, command: str):
+    """avemo's module `name`, which needs torch: where torch (or another training package) is
+    missing, a one-line error saying how to install it, not an internal error."""
+    import importlib
+
     try:
-        from .export import export_onnx
+        return importlib.import_module(f".{name}", __package__)
     except ImportError as exc:
-        raise AvemoError(f"export needs torch: pip install 'avemo[train]' ({exc.name} is missing)") from None
+        raise AvemoError(f"{command} needs torch: pip install 'avemo[train]' ({exc.name} is missing)") from None
+
+
+def _export(args: argparse.Namespace) -> int:
     from .shipped import default_model_dir
 
-    record = export_onnx(args.model or default_model_dir(), args.onnx)
+    record = _torch_module("export", "export").export_onnx(args.model or default_model_dir(), args.onnx)
     print(f"wrote {', '.join(g + '.onnx' for g in record['graphs'])} and config.json to {args.onnx} "
           f"(ONNX Runtime within {record['max_difference']:.1g} of torch)", file=sys.stderr)
     return 0
