@@ -38,7 +38,7 @@ from .whisper import pretrained_state as whisper_state
 log = logging.getLogger("avemo")
 
 
-def _whole_file(args: tuple[str, dict, str, bool, tuple[int, bool], int, tuple[str, ...], float, int]) -> tuple[np.ndarray, np.ndarray]:
+def _whole_file(args: tuple[str, ModelConfig, int, tuple[str, ...], int]) -> tuple[np.ndarray, np.ndarray]:
     """A whole file as one segment, as `predict` sees it: the voice features of its speech
     span (0 frames if it has none; for the whisper front-end, the encoder's pooled states)
     and, with `max_faces` > 0, its main-face crops. Both empty for a file that cannot be
@@ -50,22 +50,21 @@ def _whole_file(args: tuple[str, dict, str, bool, tuple[int, bool], int, tuple[s
     from .predict import segment_inputs
     from .segments import Segment, speech_regions
 
-    path, mel, front, voiceprint, (layers, stack), variant, noise_files, fps, max_faces = args
+    path, cfg, variant, noise_files, max_faces = args
+    front, voiceprint = cfg.audio_front, cfg.voiceprint
     torch.set_num_threads(1)
-    bands = ModelConfig(mel=mel, audio_front=front, voiceprint=voiceprint, whisper_layers=layers,
-                        whisper_stack=stack).state_width  # the cache holds the states
-    no_mel, no_crops = np.zeros((0, bands), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
+    no_mel, no_crops = np.zeros((0, cfg.state_width), np.float16), np.zeros((0, CROP_SIZE, CROP_SIZE), np.uint8)
     try:
         info = probe(path)
         wave = load_audio(path) if info.has_audio else None
-        frames = observe_faces(_detector(), iter_frames(path, fps)) if info.has_video and max_faces else []
+        frames = observe_faces(_detector(), iter_frames(path, cfg.frame_rate)) if info.has_video and max_faces else []
     except AvemoError as exc:
         log.warning("%s", exc)
         return no_mel, no_crops
     speech = speech_regions(wave) if wave is not None else []
     # a file with a picture is timed by its container, as `predict` does; a sound file by its samples
     length = info.duration if info.has_video or wave is None else len(wave) / SAMPLE_RATE
-    settings = MelSettings(**mel)
+    settings = MelSettings(**cfg.mel)
     if variant:
         rng = np.random.default_rng([variant, int(hashlib.sha1(Path(path).name.encode()).hexdigest()[:8], 16)])
 
@@ -76,7 +75,7 @@ def _whole_file(args: tuple[str, dict, str, bool, tuple[int, bool], int, tuple[s
     item = segment_inputs(Segment(0.0, length), wave, frames, speech, voice, max_faces)
     m = no_mel
     if item.mel is not None:
-        m = _encoder_states(item.mel, voiceprint, layers, stack) if front == "whisper" else item.mel.astype(np.float16)
+        m = _encoder_states(item.mel, cfg) if front == "whisper" else item.mel.astype(np.float16)
     return m, np.stack(item.crops) if item.crops else no_crops
 
 
@@ -96,9 +95,10 @@ def pretrained_front(voiceprint: bool, layers: int, stack: bool) -> torch.nn.Mod
     return audio.eval()
 
 
-def _encoder_states(mel: np.ndarray, voiceprint: bool, layers: int, stack: bool) -> np.ndarray:
+def _encoder_states(mel: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """Voice frames (`audio.voice_features`) to the states the whisper front-end reads (`model.encoder_states`)."""
-    states, _ = encoder_states(pretrained_front(voiceprint, layers, stack), torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
+    front = pretrained_front(cfg.voiceprint, cfg.whisper_layers, cfg.whisper_stack)
+    states, _ = encoder_states(front, torch.from_numpy(mel)[None], torch.tensor([len(mel)]))
     return states[0].numpy().astype(np.float16)
 
 
@@ -178,9 +178,7 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
     else:
         faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
         with ProcessPoolExecutor(workers) as pool:
-            args = [(str(i.path), cfg.mel, cfg.audio_front, cfg.voiceprint, (cfg.whisper_layers, cfg.whisper_stack), variant, noise_files,
-                     cfg.frame_rate, faces)
-                    for i in items]
+            args = [(str(i.path), cfg, variant, noise_files, faces) for i in items]
             feats = list(pool.map(_whole_file, args, chunksize=8))
         if modality == "audio":
             feats = [m for m, _ in feats]

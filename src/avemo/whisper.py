@@ -102,11 +102,12 @@ class WhisperEncoder(nn.Module):
             pad = torch.arange(t, device=x.device)[None, :] >= self.state_lengths(lengths)[:, None]
             if not pad.any():
                 pad = None
-        states = []
+        stacked = []
         for block in self.blocks:
             x = block(x, pad)
-            states.append(x)
-        return torch.cat([self.norm(s) for s in states], dim=2) if self.stack else self.norm(x)
+            if self.stack:
+                stacked.append(self.norm(x))
+        return torch.cat(stacked, dim=2) if self.stack else self.norm(x)
 
 
 def read_ctranslate2(path: str | Path) -> dict[str, np.ndarray]:
