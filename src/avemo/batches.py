@@ -104,7 +104,7 @@ class Branch:
     utterances are standardised by their own statistics instead, as a short clip alone is.
     `by = "file"` scores every utterance standardised alone."""
 
-    def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int = 16, step: int = 1,
+    def __init__(self, modality: str, items: list[Item], feats: list, max_faces: int, step: int = 1,
                  variants: list[list[np.ndarray]] | None = None, normalised: bool = False, own_share: float = 0.0) -> None:
         self.modality = modality
         self.items = items

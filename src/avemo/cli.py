@@ -369,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beside the voice branch, a linear probe of its pooled inputs, fitted after training and "
                         "mixed into the voice's logits where that helps the validation speakers (with --epochs 0 "
                         "and --init: added to that model)")
-    t.add_argument("--max-faces", type=int, default=16, metavar="N",
-                   help="face crops a segment judges, spread evenly over it (default 16; with --epochs 0 and "
+    t.add_argument("--max-faces", type=int, default=8, metavar="N",
+                   help="face crops a segment judges, spread evenly over it (default 8; with --epochs 0 and "
                         "--init: changes that model's)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
