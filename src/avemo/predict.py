@@ -370,8 +370,8 @@ class Model:
                ) -> list[SegmentResult]:
         """Results for a chunk of segments in one batched pass; with a context stage, their
         fused vectors wait in `later` for the file's whole sequence. Chunks of eight segments
-        of 16 face crops keep the face CNN's activations near 100 MB (32 took 0.4 GB more, for
-        no speed)."""
+        of up to 16 face crops kept the face CNN's activations near 100 MB (32 took 0.4 GB more,
+        for no speed)."""
         if not chunk:
             return []
         fused, emo, sent = self.judge_inputs(chunk, norm)
