@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-seconds() { local s; s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" | bc; }
+seconds() { local TIMEFORMAT=%R; { time "$@" >/dev/null 2>&1; } 2>&1; }  # wall seconds of one command
 echo "== avemo --help, avemo --version (5 each)"
 for _ in 1 2 3 4 5; do echo "help $(seconds avemo --help) version $(seconds avemo --version)"; done
 echo "== cold start on the sample, ONNX Runtime and torch interleaved (5 each)"

@@ -99,3 +99,17 @@ def test_commands_that_need_torch_say_so_in_one_line_without_it(command, tmp_pat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip() == f"avemo: error: {command} needs torch: pip install 'avemo[train]' (torch is missing)"
+
+
+def test_train_options_default_to_the_model_config():
+    # the parser keeps its own copies of ModelConfig's defaults (importing config.py would slow --help):
+    # a default changed in one place and not the other would train another model than the card says
+    from avemo.cli import build_parser
+    from avemo.config import ModelConfig
+
+    args = vars(build_parser().parse_args(["train", "--data", "ravdess:x", "--out", "o"]))
+    default = ModelConfig()
+    shared = [name for name in args if hasattr(default, name)]
+    assert {"max_faces", "face_channels", "whisper_layers", "voice_norm", "audio_front"} <= set(shared)
+    assert {name: args[name] for name in shared} == {name: getattr(default, name) for name in shared}
+    assert args["arch"] == default.rnn

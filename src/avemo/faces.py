@@ -49,7 +49,7 @@ class FaceObservation:
     """A face seen in one sampled frame.
 
     Its crop is cut from the frame only when asked for (`crop`): a segment judges at most
-    `max_faces` (the model's, 8 by default) of the faces seen in it, a 5 s stretch sampled at 5 fps shows 25, and
+    the model's `max_faces` of the faces seen in it, a 5 s stretch sampled at 5 fps shows 25, and
     cutting every one cost the speed benchmark a tenth of its wall time."""
 
     time: float
