@@ -94,7 +94,7 @@ def stages(path: Path, runtime: str, model_dir: str | None) -> dict[str, float]:
         pass
     split["frames (decode + sample)"] = time.perf_counter() - start
     start = time.perf_counter()
-    seen = observe_faces(model.detector, iter_frames(path, model.cfg.frame_rate))
+    seen = observe_faces(model.detector, iter_frames(path, model.cfg.frame_rate), levels=probe(path).levels)
     split["faces (detect + follow + crop)"] = time.perf_counter() - start - split["frames (decode + sample)"]
     start = time.perf_counter()
     items = [segment_inputs(seg, wave, seen, speech, model.voice_features, model.cfg.max_faces)

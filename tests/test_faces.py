@@ -54,6 +54,20 @@ def test_a_crop_is_cut_when_asked_for_and_as_the_frame_shows_it():
         assert o.crop is o.crop  # cut once
 
 
+def test_levels_mapped_region_by_region_read_as_the_whole_frame_mapped():
+    from avemo.faces import observe_faces
+    from avemo.media import probe
+
+    levels = probe(FACE_VIDEO).levels
+    frames = list(iter_frames(FACE_VIDEO, fps=5))[:30]
+    whole = observe_faces(FaceDetector(), [(t, cv2.LUT(g, levels)) for t, g in frames])
+    regions = observe_faces(FaceDetector(), frames, levels=levels)
+    assert len(whole) == len(regions) >= 25  # followed between searches, searched every 4 s
+    for a, b in zip(whole, regions):
+        assert (a.time, a.box, a.track) == (b.time, b.box, b.track) and np.array_equal(a.crop, b.crop)
+    assert not np.array_equal(regions[0].crop, crop_face(frames[0][1], regions[0].box))  # the map is applied
+
+
 def test_tight_fer2013_crop_counts_as_a_face():
     img = _grey(next((DATA / "fer2013" / "val" / "happy").glob("*.jpg")))
     seen = FaceDetector().observe(0.0, img, is_still=True)

@@ -34,18 +34,22 @@ def test_frames_sampled_at_requested_rate():
     assert frames[0][1].dtype == np.uint8 and frames[0][1].shape == (360, 640)
 
 
-def test_grey_frames_are_what_a_full_conversion_gives():
+def test_grey_frames_mapped_by_their_levels_are_what_a_full_conversion_gives():
     import av
+    import cv2
 
-    # the luma plane read directly (studio range stretched) equals FFmpeg's conversion to grey
-    # (of the frame decoded as iter_frames decodes it: without deblocking)
+    # the luma plane read directly, its studio range stretched by the levels `probe` gives, equals
+    # FFmpeg's conversion to grey (of the frame decoded as iter_frames decodes it: without deblocking)
     (t, grey), *_ = iter_frames(FACE_VIDEO, fps=5.0)
     with av.open(str(FACE_VIDEO)) as c:
         c.streams.video[0].codec_context.options = {"skip_loop_filter": "all"}
         first = next(c.decode(video=0))
-    assert t == 0.0 and np.array_equal(grey, first.reformat(format="gray").to_ndarray())
     info = probe(FACE_VIDEO)
+    converted = first.reformat(format="gray").to_ndarray()
+    assert info.studio_range and not np.array_equal(grey, converted)  # as stored: studio range
+    assert t == 0.0 and np.array_equal(cv2.LUT(grey, info.levels), converted)
     assert (info.width, info.height) == (640, 360)
+    assert probe(MEDIA / "single_face.jpg").levels is None  # a JPEG's levels are full range already
 
 
 @pytest.mark.parametrize("name,message", [
@@ -77,8 +81,10 @@ def test_frames_decoded_with_frames_skipped_are_the_full_decodes_frames():
     by more than 8). Skipping every B-frame fails this (x264's B-pyramid refers to some:
     frames a few grey levels off on average, with blocks of garbage a hundred off)."""
     import av
+    import cv2
 
-    sampled = dict(iter_frames(FACE_VIDEO, fps=5.0))
+    levels = probe(FACE_VIDEO).levels
+    sampled = {t: cv2.LUT(grey, levels) for t, grey in iter_frames(FACE_VIDEO, fps=5.0)}
     times = sorted(sampled)
     assert len(times) == pytest.approx(19.7 * 5, abs=3)
     assert max(np.diff(times)) <= 2 * 0.2 and np.mean(np.diff(times)) == pytest.approx(0.2, abs=0.01)

@@ -8,6 +8,11 @@ which also ties its boxes into a track: the same person from frame to frame. Whi
 track a segment is about, the face speaking, is decided per segment (`main_track`).
 Crops are 48x48 grey, the FER2013 convention the face branch is trained on, with a
 margin like FER2013's.
+
+Frames come with their grey levels as decoded (most video: 16-235) and a map to full range,
+`levels` (`media.MediaInfo.levels`): each region read (a search's frame, a followed face's
+window, a crop) is mapped before it is resized, so every pixel read is the one a frame mapped
+whole would give, for a fraction of the work.
 """
 
 from __future__ import annotations
@@ -58,13 +63,14 @@ class FaceObservation:
     n_faces: int = 1  # faces seen in that frame
     track: int = 0  # the same number for the same face followed over frames
     whole: bool = False  # a tight still (FER2013 style): the frame is the face
+    levels: np.ndarray | None = field(default=None, repr=False)  # the frame's grey levels to full range
 
     @cached_property
     def crop(self) -> np.ndarray:
         """(CROP_SIZE, CROP_SIZE) uint8: the face cut out with its margin, or the whole tight still."""
         if self.whole:
-            return cv2.resize(self.frame, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
-        return crop_face(self.frame, self.box)
+            return cv2.resize(levelled(self.frame, self.levels), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+        return crop_face(self.frame, self.box, levels=self.levels)
 
 
 class FaceDetector:
@@ -77,8 +83,9 @@ class FaceDetector:
             raise RuntimeError(f"OpenCV's face cascade could not be loaded from {path}")
         self.min_face_fraction = min_face_fraction
 
-    def detect(self, grey: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) of the faces in a grey frame, largest first, in its own pixels."""
+    def detect(self, grey: np.ndarray, levels: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+        """Boxes (x, y, w, h) of the faces in a grey frame (its `levels` mapped), largest first, in its own pixels."""
+        grey = levelled(grey, levels)
         h, w = grey.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
@@ -88,7 +95,8 @@ class FaceDetector:
         boxes = [tuple(round(v / scale) for v in box) for box in found]
         return sorted(boxes, key=lambda b: (-float(b[2] * b[3]), _off_centre(b, (w / 2, h / 2))))
 
-    def observe(self, time: float, grey: np.ndarray, is_still: bool = False) -> FaceObservation | None:
+    def observe(self, time: float, grey: np.ndarray, is_still: bool = False,
+                levels: np.ndarray | None = None) -> FaceObservation | None:
         """The main face of one frame, or None.
 
         A still of at most TIGHT_CROP_MAX_SIDE pixels is taken whole as the face crop
@@ -99,23 +107,29 @@ class FaceDetector:
         if is_still and max(h, w) <= TIGHT_CROP_MAX_SIDE:
             if min(h, w) < MIN_STILL_SIDE:  # a thumbnail, an icon: too small to show an expression
                 return None
-            return FaceObservation(time, (0, 0, w, h), grey, whole=True)
-        boxes = self.detect(grey)
+            return FaceObservation(time, (0, 0, w, h), grey, whole=True, levels=levels)
+        boxes = self.detect(grey, levels)
         if boxes:
-            return FaceObservation(time, boxes[0], grey, len(boxes))
+            return FaceObservation(time, boxes[0], grey, len(boxes), levels=levels)
         return None
 
 
-def crop_face(grey: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.12) -> np.ndarray:
+def levelled(grey: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+    """`grey` (a frame or a region of it) with its grey levels mapped by `levels` (None: as it is)."""
+    return grey if levels is None else cv2.LUT(grey, levels)
+
+
+def crop_face(grey: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.12,
+              levels: np.ndarray | None = None) -> np.ndarray:
     """Square crop around `box` with a margin, resized to CROP_SIZE (edges replicated).
-    Only the crop's own patch is padded, never the whole frame (10x cheaper)."""
+    Only the crop's own patch is padded (and its levels mapped), never the whole frame (10x cheaper)."""
     x, y, w, h = box
     side = int(max(w, h) * (1 + 2 * margin))
     x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
     rows, cols = grey.shape[:2]
     a, b = max(0, x0), min(cols, x0 + side)
     c, d = max(0, y0), min(rows, y0 + side)
-    patch = grey[c:d, a:b]
+    patch = levelled(grey[c:d, a:b], levels)
     if patch.shape != (side, side):
         patch = cv2.copyMakeBorder(patch, c - y0, y0 + side - d, a - x0, x0 + side - b, cv2.BORDER_REPLICATE)
     return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
@@ -129,15 +143,16 @@ class Look:
     scale: float  # of the template, against the frame
 
 
-def look_of(grey: np.ndarray, box: tuple[int, int, int, int]) -> Look:
+def look_of(grey: np.ndarray, box: tuple[int, int, int, int], levels: np.ndarray | None = None) -> Look:
     x, y, w, h = box
     scale = FOLLOW_SIDE / max(w, 1)
-    patch = grey[y:y + h, x:x + w]
+    patch = levelled(grey[y:y + h, x:x + w], levels)
     size = (FOLLOW_SIDE, max(1, round(h * scale)))
     return Look(cv2.resize(patch, size, interpolation=cv2.INTER_LINEAR), scale)
 
 
-def follow(grey: np.ndarray, box: tuple[int, int, int, int], look: Look) -> tuple[int, int, int, int] | None:
+def follow(grey: np.ndarray, box: tuple[int, int, int, int], look: Look,
+           levels: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
     """Where the face last at `box` is now: the best match of its `look` in a window half a
     face wider on each side, at the same size; None where nothing there matches well enough."""
     x, y, w, h = box
@@ -147,7 +162,7 @@ def follow(grey: np.ndarray, box: tuple[int, int, int, int], look: Look) -> tupl
     th, tw = look.template.shape
     if size[0] < tw or size[1] < th:
         return None
-    window = cv2.resize(grey[y0:y1, x0:x1], size, interpolation=cv2.INTER_LINEAR)
+    window = cv2.resize(levelled(grey[y0:y1, x0:x1], levels), size, interpolation=cv2.INTER_LINEAR)
     _, best, _, (bx, by) = cv2.minMaxLoc(cv2.matchTemplate(window, look.template, cv2.TM_CCOEFF_NORMED))
     if best < FOLLOW_MIN_MATCH:
         return None
@@ -175,13 +190,15 @@ class FaceTracker:
     at once where a face followed is lost (a cut, someone leaving). Its boxes continue
     the tracks they overlap and start new ones. Between full searches each track is
     followed from its last box (`follow`). A tight still (FER2013 style) is one face,
-    taken whole.
+    taken whole. `levels`: the frames' grey levels to full range (see the module's docstring).
     """
 
-    def __init__(self, detector: FaceDetector, is_image: bool = False, detect_every: float = DETECT_EVERY_S) -> None:
+    def __init__(self, detector: FaceDetector, is_image: bool = False, detect_every: float = DETECT_EVERY_S,
+                 levels: np.ndarray | None = None) -> None:
         self.detector = detector
         self.is_image = is_image
         self.detect_every = detect_every
+        self.levels = levels
         self._live: dict[int, tuple[int, int, int, int]] = {}  # track -> its last box
         self._looks: dict[int, Look] = {}  # track -> its look at the last full search
         self._next_full = 0.0
@@ -190,32 +207,33 @@ class FaceTracker:
     def step(self, t: float, grey: np.ndarray) -> list[FaceObservation]:
         """The faces of the frame at `t` seconds."""
         if self.is_image and max(grey.shape[:2]) <= TIGHT_CROP_MAX_SIDE:
-            whole = self.detector.observe(t, grey, is_still=True)  # taken whole; other photos are searched
+            whole = self.detector.observe(t, grey, is_still=True, levels=self.levels)  # taken whole; other photos are searched
             return [whole] if whole else []
         live = self._live
         followed = {} if t + 1e-6 >= self._next_full else \
-            {k: b for k, b in ((k, follow(grey, box, self._looks[k])) for k, box in live.items()) if b}
+            {k: b for k, b in ((k, follow(grey, box, self._looks[k], self.levels)) for k, box in live.items()) if b}
         if len(followed) < len(live) or t + 1e-6 >= self._next_full:  # time for a full search, or a face was lost
             found: dict[int, tuple[int, int, int, int]] = {}
-            for box in self.detector.detect(grey):
+            for box in self.detector.detect(grey, self.levels):
                 match = max(live, key=lambda k: _overlap(live[k], box), default=None)
                 if match is not None and match not in found and _overlap(live[match], box) > 0.3:
                     found[match] = box
                 else:
                     found[self._next_track] = box
                     self._next_track += 1
-            self._looks = {k: look_of(grey, box) for k, box in found.items()}
+            self._looks = {k: look_of(grey, box, self.levels) for k, box in found.items()}
             self._next_full = t + self.detect_every * (2 if found else 1)
         else:
             found = followed
         self._live = found
-        return [FaceObservation(t, box, grey, len(found), k) for k, box in found.items()]
+        return [FaceObservation(t, box, grey, len(found), k, levels=self.levels) for k, box in found.items()]
 
 
 def observe_faces(detector: FaceDetector, frames: Iterable[tuple[float, np.ndarray]], is_image: bool = False,
-                  detect_every: float = DETECT_EVERY_S) -> list[FaceObservation]:
-    """Every face seen in the frames (as `media.iter_frames` yields them), tied into tracks (`FaceTracker`)."""
-    tracker = FaceTracker(detector, is_image, detect_every)
+                  detect_every: float = DETECT_EVERY_S, levels: np.ndarray | None = None) -> list[FaceObservation]:
+    """Every face seen in the frames (as `media.iter_frames` yields them, their grey `levels`
+    mapped as `probe` says), tied into tracks (`FaceTracker`)."""
+    tracker = FaceTracker(detector, is_image, detect_every, levels)
     return [o for t, grey in frames for o in tracker.step(t, grey)]
 
 

@@ -57,7 +57,7 @@ def _whole_file(args: tuple[str, ModelConfig, int, tuple[str, ...], int]) -> tup
     try:
         info = probe(path)
         wave = load_audio(path) if info.has_audio else None
-        frames = observe_faces(_detector(), iter_frames(path, cfg.frame_rate)) if info.has_video and max_faces else []
+        frames = observe_faces(_detector(), iter_frames(path, cfg.frame_rate), levels=info.levels) if info.has_video and max_faces else []
     except AvemoError as exc:
         log.warning("%s", exc)
         return no_mel, no_crops

@@ -47,6 +47,16 @@ class MediaInfo:
     width: int = 0  # of the picture as shown (upright), in pixels (0 without one)
     height: int = 0
     audio_track: int | None = None  # which audio stream holds the sound to analyse (`speech_track`)
+    studio_range: bool = False  # its frames' grey levels run 16-235 (most video): see `levels`
+
+    @property
+    def levels(self) -> np.ndarray | None:
+        """The map (a 256-entry LUT) from `iter_frames`' grey levels to full-range grey, or None
+        where they are full range already. Why not mapped at decoding: the frames are the
+        critical path of `predict` on two cores, and of each frame only the face's region is
+        ever looked at closely (`faces.py` maps each region it reads, before any resizing,
+        so that it reads the same pixels as if the whole frame had been mapped)."""
+        return FULL_RANGE if self.studio_range else None
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -70,6 +80,7 @@ def probe(path: str | Path) -> MediaInfo:
             tracks = len(container.streams.audio)
             still_format = _is_still(container)
             duration = _duration(container)
+            studio = has_video and _studio_range(container.streams.video[0].codec_context)
         size = _upright_size(path) if has_video else (0, 0)
         track = speech_track(path) if tracks > 1 else 0 if has_audio else None  # one track: nothing to listen to
     except av.FFmpegError as exc:
@@ -83,7 +94,8 @@ def probe(path: str | Path) -> MediaInfo:
             raise AvemoError(f"{path}: damaged image (no picture decodes)")
     elif duration <= 0:
         raise AvemoError(f"{path}: zero-length media")
-    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image, *size, audio_track=track)
+    return MediaInfo(path, duration, has_audio, has_video and not is_image, is_image, *size, audio_track=track,
+                     studio_range=studio)
 
 
 #: How long of each audio track is listened to when choosing the one with sound.
@@ -381,7 +393,8 @@ def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarra
     at about `fps` frames per second.
 
     Only sampled frames are converted, and a YUV frame's grey picture is its luma plane,
-    read without any conversion. Where the video's own rate is at least twice `fps`,
+    read without any conversion: in most video its levels run 16-235, which `probe`'s
+    `MediaInfo.levels` maps to full range. Where the video's own rate is at least twice `fps`,
     the decoder skips the frames no other frame refers to (B-frames in most H.264):
     about half the decoding, and the samples are still ~1/fps apart. (Skipping every
     B-frame would halve it again, but x264's B-pyramid makes some B-frames references:
@@ -434,19 +447,25 @@ _LUMA_FIRST = frozenset({"gray", "nv12", "nv21", "yuv410p", "yuv411p", "yuv420p"
 
 
 #: Studio-range luma (16-235, most video) stretched to 0-255, as a conversion to grey does.
-_FULL_RANGE = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+FULL_RANGE = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _studio_range(codec: av.codec.context.CodecContext) -> bool:
+    """Whether `_grey` gives this video stream's frames with studio-range levels (16-235): a luma
+    plane read as it is, unless the stream says full (JPEG) range; other formats are converted."""
+    name = codec.pix_fmt or ""
+    return name in _LUMA_FIRST and name != "gray" and not name.startswith("yuvj") and codec.color_range != 2
 
 
 def _grey(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """The frame as grey uint8 of `size` (w, h): its luma plane where it has one, else converted."""
-    name = frame.format.name
-    if name in _LUMA_FIRST:
+    """The frame as grey uint8 of `size` (w, h): its luma plane where it has one (levels as
+    stored, see `MediaInfo.levels`), else converted to full-range grey."""
+    if frame.format.name in _LUMA_FIRST:
         plane = frame.planes[0]
         luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :frame.width]
         if (frame.width, frame.height) != size:
-            luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
-        studio = name != "gray" and not name.startswith("yuvj") and frame.color_range != 2  # 2: full (JPEG) range
-        return cv2.LUT(luma, _FULL_RANGE) if studio else np.ascontiguousarray(luma)
+            return cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(luma)
     return np.ascontiguousarray(frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray())
 
 

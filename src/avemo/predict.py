@@ -283,7 +283,7 @@ class Model:
             if info.has_audio and "audio" in modalities else None
         frames = read_ahead(iter_frames(path, self.cfg.frame_rate), FRAMES_AHEAD) if see else None
         yield from self._run(str(path), sound, frames, _planner(segments, every, see, info.is_image), info.is_image,
-                             modalities, info.duration, info.width, progress=progress, norm=norm)
+                             modalities, info.duration, info.width, progress=progress, norm=norm, levels=info.levels)
 
     def live(self, sound: Iterable[np.ndarray], frames: Iterable[tuple[float, np.ndarray]] | None = None, *,
              modalities: Iterable[str] = MODALITIES, width: int = 0, normalise: str | Normaliser = "auto"
@@ -305,14 +305,15 @@ class Model:
     def _run(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray]] | None,
              frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
              modalities: tuple[str, ...], declared: float, width: int = 0, batch: int = INFER_BATCH,
-             progress: Callable[[float, float], None] | None = None, norm: Normaliser | None = None
-             ) -> Iterator[SegmentResult]:
+             progress: Callable[[float, float], None] | None = None, norm: Normaliser | None = None,
+             levels: np.ndarray | None = None) -> Iterator[SegmentResult]:
         """The pipeline over a file's sound (blocks, with their VAD probabilities) and its
         frames, a block at a time: the segments each step settles are analysed and given
         out, and what no later segment needs (sound, faces) is let go. `width`: the
-        picture's, to give face boxes in its pixels. Segments are judged `batch` at a time, their
+        picture's, to give face boxes in its pixels; `levels`: its frames' grey levels to full range
+        (`MediaInfo.levels`). Segments are judged `batch` at a time, their
         voices standardised by `norm` where the model asks for it."""
-        hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image), _Held()
+        hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image, levels=levels), _Held()
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
         has_picture, pending, later = frames is not None, [], []
