@@ -56,7 +56,7 @@ class MediaInfo:
         critical path of `predict` on two cores, and of each frame only the face's region is
         ever looked at closely (`faces.py` maps each region it reads, before any resizing,
         so that it reads the same pixels as if the whole frame had been mapped)."""
-        return FULL_RANGE if self.studio_range else None
+        return _FULL_RANGE if self.studio_range else None
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -447,7 +447,7 @@ _LUMA_FIRST = frozenset({"gray", "nv12", "nv21", "yuv410p", "yuv411p", "yuv420p"
 
 
 #: Studio-range luma (16-235, most video) stretched to 0-255, as a conversion to grey does.
-FULL_RANGE = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+_FULL_RANGE = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _studio_range(codec: av.codec.context.CodecContext) -> bool:
