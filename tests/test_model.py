@@ -53,6 +53,10 @@ def test_config_and_weights_must_match(tmp_path):
         load_net(_saved_with(tmp_path / "no crops", max_faces=0))
     with pytest.raises(AvemoError, match="must be whisper"):  # stacked states of a log-Mel front-end
         load_net(_saved_with(tmp_path / "stacked", whisper_stack=True))
+    with pytest.raises(AvemoError, match="face_blocks 5"):  # a 48-pixel crop pooled to nothing
+        load_net(_saved_with(tmp_path / "deep", face_blocks=5))
+    with pytest.raises(AvemoError, match="weights do not match"):  # a stage the weights lack
+        load_net(_saved_with(tmp_path / "four", face_blocks=4))
 
 
 def test_missing_modality_drops_out_of_the_fusion():
@@ -118,3 +122,33 @@ def test_face_embedding_reads_only_the_crops_that_are_there():
                                 for i in range(3)])
         net.face.for_inference()
         assert torch.allclose(net.face(crops, mask), expected, atol=1e-4)
+
+
+def test_a_deeper_face_cnn_trains_in_bfloat16_and_runs_float32(tmp_path):
+    """Four stages end at 3x3 with 8x the first width; trained in bfloat16 where the CPU has it,
+    the loss and gradients stay close to float32's, and the saved model answers in float32."""
+    torch.manual_seed(0)
+    net = AvemoNet(ModelConfig(audio_channels=8, audio_hidden=8, face_channels=8, face_blocks=4, embed_dim=8)).train()
+    assert net.face.cnn[-1][3].out_channels == 64
+    assert not net.face.train_in_bf16(torch.device("cuda"))  # a GPU keeps its float32 training
+    crops = torch.randint(0, 255, (16, 1, 48, 48), dtype=torch.uint8)
+    mask = torch.ones(16, 1, dtype=torch.bool)
+
+    def loss_and_grad():
+        net.zero_grad()
+        loss = net(crops=crops, crop_mask=mask)[0].logsumexp(1).mean()
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in net.face.parameters()])
+
+    for dropout in (m for m in net.modules() if isinstance(m, torch.nn.Dropout)):
+        dropout.eval()  # the same units in both passes
+    full, full_grad = loss_and_grad()
+    if not net.face.train_in_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16: training stays float32")
+    half, half_grad = loss_and_grad()
+    assert half == pytest.approx(full, rel=0.02)
+    assert torch.nn.functional.cosine_similarity(half_grad, full_grad, 0) > 0.95
+    save_model(net.eval(), tmp_path)
+    loaded = load_net(tmp_path)[0].eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.face(crops, mask), net.face(crops, mask), atol=1e-5)  # eval: float32 both

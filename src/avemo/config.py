@@ -31,7 +31,8 @@ class ModelConfig:
     audio_channels: int = 96
     audio_hidden: int = 96
     audio_layers: int = 2
-    face_channels: int = 24  # width of the first CNN stage; doubled twice
+    face_channels: int = 24  # width of the first CNN stage; doubled at each stage after
+    face_blocks: int = 3  # CNN stages, two convolutions and a 2x pooling each: 3 end at 6x6, 4 at 3x3
     crop_size: int = 48
     embed_dim: int = 128
     dropout: float = 0.3
@@ -98,6 +99,8 @@ def read_config(directory: str | Path, weights: str) -> tuple[ModelConfig, dict]
             raise ValueError("a voiceprint and stacked states are Whisper's: audio_front must be whisper")
         if not 1 <= cfg.whisper_layers <= 4:
             raise ValueError(f"whisper_layers {cfg.whisper_layers!r}: Whisper tiny.en's encoder has blocks 1 to 4")
+        if not 1 <= cfg.face_blocks <= 4:
+            raise ValueError(f"face_blocks {cfg.face_blocks!r}: a 48-pixel crop halves at most four times here")
         if cfg.max_faces < 1:
             raise ValueError(f"max_faces {cfg.max_faces!r}: a segment judges at least one face crop")
         defaults = ModelConfig()

@@ -189,17 +189,30 @@ class FaceEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        c = cfg.face_channels
-        self.cnn = nn.Sequential(_conv_block(1, c), _conv_block(c, 2 * c), _conv_block(2 * c, 4 * c))
-        self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(4 * c, cfg.embed_dim))
+        widths = [1] + [cfg.face_channels * 2**k for k in range(cfg.face_blocks)]
+        self.cnn = nn.Sequential(*(_conv_block(cin, cout) for cin, cout in zip(widths, widths[1:])))
+        self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(widths[-1], cfg.embed_dim))
         self.fast = False  # see for_inference
+        self.bf16 = False  # see train_in_bf16
 
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """(n, 48, 48) uint8 or float crops to (n, embed_dim)."""
         x = crops.float().unsqueeze(1) / 127.5 - 1.0
-        if self.fast:
+        if self.fast or self.bf16:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.proj(self.cnn(x).mean((2, 3)))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16 and self.training):
+            pooled = self.cnn(x).mean((2, 3))
+        return self.proj(pooled.float())
+
+    def train_in_bf16(self, device: torch.device) -> bool:
+        """Training's convolutions in bfloat16, channels-last, where the CPU computes bfloat16
+        natively (AVX-512 BF16, AMX): 2.4x faster steps on this project's 2-core machine, so
+        that a face CNN trains for many epochs in CPU hours. Weights, BatchNorm statistics and
+        the loss stay float32, and inference runs float32. Where bfloat16 is emulated it would
+        be slower, so there (and on a GPU) nothing changes. Returns whether it is on."""
+        self.bf16 = (device.type == "cpu" and torch.backends.mkldnn.is_available()
+                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return self.bf16
 
     def forward(self, crops: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The mean embedding of each row's crops where `mask` is set."""
