@@ -15,7 +15,7 @@ TINY = ModelConfig(audio_channels=8, audio_hidden=8, face_channels=4, embed_dim=
 def test_shipped_model_loads_and_carries_its_card():
     net, meta = load_net(default_model_dir())
     assert sum(p.numel() for p in net.parameters()) > 100_000
-    assert (default_model_dir() / "model.safetensors").stat().st_size < 25 * 2**20
+    assert (default_model_dir() / "model.safetensors").stat().st_size <= 30e6  # issue 10: the model stays <= 30 MB
     test = meta["training"]["test"]
     for modality in ("audio", "face"):
         scores = test[modality]["emotion"]

@@ -469,7 +469,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
 
     held_out = {m: sorted({held_out_name(i) for i in branches[m]["test"].items}) for m in active}
     net = _initial_net(cfg, s, active, held_out).to(device)
-    face_bf16 = bool({"face", "video"} & set(active)) and net.face.train_in_bf16(device)
+    face_bf16 = s.epochs > 0 and bool({"face", "video"} & set(active)) and net.face.train_in_bf16(device)
     if face_bf16:
         log.info("face CNN trained in bfloat16 (this CPU computes it natively)")
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -583,6 +583,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
             training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
         kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
         training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
-                            "settings": before.get("settings", {}), "history": before.get("history", [])}
+                            "settings": before.get("settings", {}), "history": before.get("history", []),
+                            **{k: before[k] for k in ("face_bf16",) if k in before}}
     save_model(net, out_dir, training)
     return scores
