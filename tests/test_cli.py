@@ -110,6 +110,16 @@ def test_train_options_default_to_the_model_config():
     args = vars(build_parser().parse_args(["train", "--data", "ravdess:x", "--out", "o"]))
     default = ModelConfig()
     shared = [name for name in args if hasattr(default, name)]
-    assert {"max_faces", "face_channels", "whisper_layers", "voice_norm", "audio_front"} <= set(shared)
+    assert {"max_faces", "face_channels", "face_blocks", "whisper_layers", "voice_norm", "audio_front"} <= set(shared)
     assert {name: args[name] for name in shared} == {name: getattr(default, name) for name in shared}
     assert args["arch"] == default.rnn
+
+
+def test_train_patience_defaults_to_the_training_settings():
+    pytest.importorskip("torch")  # TrainSettings lives with the training code
+    from avemo.cli import build_parser
+    from avemo.train import TrainSettings
+
+    args = build_parser().parse_args(["train", "--data", "ravdess:x", "--out", "o"])
+    assert args.patience == TrainSettings.patience
+    assert build_parser().parse_args(["train", "--data", "ravdess:x", "--out", "o", "--patience", "40"]).patience == 40
