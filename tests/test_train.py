@@ -76,6 +76,8 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
     assert all(torch.equal(before[k], v) for k, v in after[0].state_dict().items() if not k.startswith(("gate.", "temperature")))
     card = after[1]["training"]
     assert card["history"] == [] and card["init"]["kept"] == ["audio", "face"]
+    # how the face was trained stays on the card, under what the run started from; this run trained nothing
+    assert card["init"].get("face_bf16") == load_net(first)[1]["training"].get("face_bf16") and "face_bf16" not in card
     assert card["fusion_gate"]["val_pairs"] > 0 and set(again) == {"audio", "face"}
     # each modality calibrated on its validation people: the temperature fitted is kept unless it clearly lowered
     # the validation pairs' accuracy, and is what the model carries

@@ -584,6 +584,6 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
         training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
                             "settings": before.get("settings", {}), "history": before.get("history", []),
-                            **{k: before[k] for k in ("face_bf16",) if k in before}}
+                            **({"face_bf16": True} if before.get("face_bf16") else {})}
     save_model(net, out_dir, training)
     return scores
