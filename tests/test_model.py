@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")  # the [train] extra
@@ -8,6 +9,8 @@ torch = pytest.importorskip("torch")  # the [train] extra
 from avemo.errors import AvemoError
 from avemo.model import AvemoNet, ModelConfig, load_net, save_model
 from avemo.shipped import default_model_dir
+
+from .conftest import DATA
 
 TINY = ModelConfig(audio_channels=8, audio_hidden=8, face_channels=4, embed_dim=8)
 
@@ -122,6 +125,32 @@ def test_face_embedding_reads_only_the_crops_that_are_there():
                                 for i in range(3)])
         net.face.for_inference()
         assert torch.allclose(net.face(crops, mask), expected, atol=1e-4)
+
+
+def test_a_mirroring_face_judges_a_crop_and_its_mirror_image_alike():
+    """With face_mirror, inference embeds each crop as the mean of its own and its mirror
+    image's embeddings (so a face and its mirror image read the same); training sees crops as
+    they come (its flips are the augmentation's)."""
+    import cv2
+
+    faces = sorted((DATA / "fer2013" / "val" / "happy").glob("*.jpg"))[:3]
+    crops = torch.from_numpy(np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in faces]))
+    mirrored = crops.flip(-1)
+    plain = load_net(default_model_dir())[0].face.eval()
+    mirroring = load_net(default_model_dir())[0].face.eval()
+    mirroring.mirror = True  # what face_mirror in its config.json sets
+    with torch.no_grad():
+        own, mirror = plain.embed_crops(crops), plain.embed_crops(mirrored)
+        assert not torch.allclose(own, mirror, atol=1e-2)  # the CNN alone reads a face and its mirror differently
+        assert torch.allclose(mirroring.embed_crops(crops), (own + mirror) / 2, atol=1e-5)
+        assert torch.allclose(mirroring.embed_crops(mirrored), mirroring.embed_crops(crops), atol=1e-5)
+        torch.manual_seed(0)  # the same dropout units in both
+        trained = mirroring.train().embed_crops(crops)
+        torch.manual_seed(0)
+        assert torch.allclose(trained, plain.train().embed_crops(crops))
+        plain.eval()  # both BatchNorms' running statistics moved alike in training
+        both = (plain.embed_crops(crops) + plain.embed_crops(mirrored)) / 2
+        assert torch.allclose(mirroring.eval().for_inference().embed_crops(crops), both, atol=1e-4)  # folded, channels-last
 
 
 def test_a_deeper_face_cnn_trains_in_bfloat16_and_runs_float32(tmp_path):

@@ -132,13 +132,14 @@ def test_export_from_the_cli_needs_a_model_with_weights(tmp_path, capsys):
 def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_match_torch(tmp_path):
     """The probe's logits ride beside the voice embedding; a voice alone gets (1 - share) of its
     head's logits and share of the probe's (a share for emotion, one for sentiment), over its temperature;
-    a face alone none of the probe."""
+    a face alone none of the probe. A face judged with its mirror image exports too."""
     torch = pytest.importorskip("torch")
     from avemo.export import export_onnx
     from avemo.model import AvemoNet, ModelConfig, save_model
 
     torch.manual_seed(0)
-    net = AvemoNet(ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16, voice_probe=True)).eval()
+    net = AvemoNet(ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16, voice_probe=True,
+                               face_mirror=True)).eval()
     net.temperature.copy_(torch.tensor([1.5, 0.6]))
     net.probe.share.copy_(torch.tensor([0.5, 0.25]))
     torch.nn.init.normal_(net.probe.linear.weight, std=0.5)

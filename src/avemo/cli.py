@@ -240,7 +240,8 @@ def _train(args: argparse.Namespace) -> int:
                                       patience=args.patience)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels, face_blocks=args.face_blocks,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
-                      whisper_layers=args.whisper_layers, whisper_stack=args.whisper_stack, max_faces=args.max_faces)
+                      whisper_layers=args.whisper_layers, whisper_stack=args.whisper_stack, max_faces=args.max_faces,
+                      face_mirror=args.face_mirror)
     training.train(args.data, args.out, settings, cfg, cache_dir=args.cache, workers=args.workers)
     return 0
 
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-faces", type=int, default=8, metavar="N",
                    help="face crops a segment judges, spread evenly over it (default 8; with --epochs 0 and "
                         "--init: changes that model's)")
+    t.add_argument("--mirror-faces", action="store_true", dest="face_mirror",
+                   help="judge each face crop with its mirror image too, their embeddings averaged (twice the "
+                        "face CNN's work; with --epochs 0 and --init: added to that model)")
     t.add_argument("--init", help="start from this model folder; branches without data in this run, and the "
                    "shared heads, stay as they are there")
     t.add_argument("--warm", action="store_true",

@@ -192,17 +192,26 @@ class FaceEncoder(nn.Module):
         widths = [1] + [cfg.face_channels * 2**k for k in range(cfg.face_blocks)]
         self.cnn = nn.Sequential(*(_conv_block(cin, cout) for cin, cout in zip(widths, widths[1:])))
         self.proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(widths[-1], cfg.embed_dim))
+        self.mirror = cfg.face_mirror  # see embed_crops
         self.fast = False  # see for_inference
         self.bf16 = False  # see train_in_bf16
 
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
-        """(n, 48, 48) uint8 or float crops to (n, embed_dim)."""
+        """(n, 48, 48) uint8 or float crops to (n, embed_dim). Where the model mirrors faces,
+        outside training each crop's embedding is the mean of its own and its mirror image's:
+        the CNN learnt from flipped photos, so the two are equally good readings of one face,
+        and their mean errs less (FER2013 PublicTest: +1 point, for twice the CNN's work)."""
         x = crops.float().unsqueeze(1) / 127.5 - 1.0
+        mirrored = self.mirror and not self.training
+        if mirrored:
+            x = torch.cat([x, x.flip(-1)])
         if self.fast or self.bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16 and self.training):
-            pooled = self.cnn(x).mean((2, 3))
-        return self.proj(pooled.float())
+            pooled = self.cnn(x).mean((2, 3)).float()
+        if mirrored:
+            pooled = pooled.reshape(2, -1, pooled.shape[-1]).mean(0)  # (own, mirror) pairs; shape-free for ONNX
+        return self.proj(pooled)
 
     def train_in_bf16(self, device: torch.device) -> bool:
         """Training's convolutions in bfloat16, channels-last, where the CPU computes bfloat16

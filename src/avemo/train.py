@@ -40,8 +40,9 @@ from .splits import held_out_name, split_items
 log = logging.getLogger("avemo")
 
 #: What a run without training (`epochs` 0) may change of its `init` model: a voice probe
-#: added, and the face crops a segment judges (fewer for a wider, slower face CNN).
-AFTER_TRAINING = ("voice_probe", "max_faces")
+#: added, the face crops a segment judges (fewer for a wider, slower face CNN), and whether
+#: each crop is judged with its mirror image too.
+AFTER_TRAINING = ("voice_probe", "max_faces", "face_mirror")
 
 #: Kinds of training input: speech files, face images, paired audio-visual clips.
 BRANCHES = ("audio", "face", "video")
