@@ -92,10 +92,11 @@ def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(co
     # a voice probe added to that model (--voice-probe --epochs 0): fitted on its training voices, its penalty
     # and shares (emotion's, sentiment's) chosen on the validation speakers; kept only where a share above 0 was best
     # there; fewer crops a segment judged (--max-faces 4), each with its mirror image (--mirror-faces), the rest
-    # of its architecture as it was
-    probed = train(corpora, tmp_path / "probed", TrainSettings(epochs=0, init=str(first)),
+    # of its architecture as it was; run on the --epochs 0 model, its card keeps the record of the run that trained
+    probed = train(corpora, tmp_path / "probed", TrainSettings(epochs=0, init=str(tmp_path / "again")),
                    ModelConfig(voice_probe=True, max_faces=4, face_mirror=True), cache_dir=tmp_path / "cache", workers=1)
     net, meta = load_net(tmp_path / "probed")
+    assert meta["training"]["init"] == card["init"] and card["init"]["from"] == str(first)
     assert net.cfg.max_faces == 4 and net.face.mirror
     assert replace(net.cfg, max_faces=8, voice_probe=False, face_mirror=False) == TINY
     fit = meta["training"]["voice_probe"]

@@ -583,8 +583,11 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         for key in ("sizes", "held_out", "test"):
             training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
         kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
-        training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
-                            "settings": before.get("settings", {}), "history": before.get("history", []),
-                            **({"face_bf16": True} if before.get("face_bf16") else {})}
+        if s.epochs == 0 and before.get("settings", {}).get("epochs") == 0 and "init" in before:
+            training["init"] = before["init"]  # it trained nothing either: the record of the run that did stays
+        else:
+            training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
+                                "settings": before.get("settings", {}), "history": before.get("history", []),
+                                **({"face_bf16": True} if before.get("face_bf16") else {})}
     save_model(net, out_dir, training)
     return scores
