@@ -418,12 +418,14 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         log.setLevel(logging.WARNING)
     s = settings or TrainSettings()
     cfg = config or ModelConfig()
+    # the init model's description, read once at the start: its folder may change during a long run
+    init_cfg, init_card = read_config(s.init, "model.safetensors") if s.init else (None, {})
     if s.epochs == 0:
         if not s.init:
             raise AvemoError("--epochs 0 trains no branch: it needs --init MODEL, whose stages after training are run again")
-        saved = read_config(s.init, "model.safetensors")[0]  # that model as it is, but what `config` changes of
-        default = ModelConfig()  # `AFTER_TRAINING` (given unlike the default): a probe added, the crops a segment judges
-        cfg = replace(saved, **{k: getattr(config, k) for k in AFTER_TRAINING
+        # that model as it is, but what `config` changes of `AFTER_TRAINING` (given unlike the default)
+        default = ModelConfig()
+        cfg = replace(init_cfg, **{k: getattr(config, k) for k in AFTER_TRAINING
                                 if config and getattr(config, k) != getattr(default, k)})
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     random.seed(s.seed)
@@ -579,7 +581,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
                      for task, r in rep.items()} for m, rep in scores.items()},
     }
     if s.init:  # what the frozen parts were trained on, and scored, stays on the card
-        before = read_config(s.init, "model.safetensors")[1].get("training", {})  # its card: no weights needed
+        before = init_card.get("training", {})
         for key in ("sizes", "held_out", "test"):
             training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
         kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
