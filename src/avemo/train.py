@@ -241,14 +241,17 @@ def _brief(report: dict) -> dict:
     return {k: report[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "majority_accuracy", "collapsed")}
 
 
-def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out: dict[str, list[str]]) -> AvemoNet:
-    """A new network; with `s.init`, that model's weights, where the branches without data
-    in this run (and the shared heads) are frozen, so that a voice branch trained alone
-    learns to speak the heads' language the face branch already speaks. With `s.warm` the
+def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out: dict[str, list[str]]
+                 ) -> tuple[AvemoNet, dict]:
+    """A new network and the training card of `s.init` ({} without one); with `s.init`, that
+    model's weights, where the branches without data in this run (and the shared heads) are
+    frozen, so that a voice branch trained alone learns to speak the heads' language the face branch already speaks. With `s.warm` the
     branches trained here start from its weights too (more epochs on a run's result), which
     is allowed only where it held out the same people as this run (`held_out`). The whisper
-    front-end's encoder comes pretrained, frozen, and is fed cached states."""
+    front-end's encoder comes pretrained, frozen, and is fed cached states. The card is read
+    with the weights, so that it describes them even if the folder changes during the run."""
     net = AvemoNet(cfg)
+    meta: dict = {}
     if cfg.audio_front == "whisper":
         front = pretrained_front(cfg.voiceprint, cfg.whisper_layers, cfg.whisper_stack)
         net.audio.whisper.load_state_dict(front.whisper.state_dict())
@@ -285,7 +288,7 @@ def _initial_net(cfg: ModelConfig, s: TrainSettings, active: list[str], held_out
         for k, branch in enumerate(("audio", "face")):  # a branch trained here trains on the heads' own logits,
             if branch in open_parts:  # and is calibrated again after (a frozen one keeps its temperature)
                 net.temperature[k] = 1.0
-    return net
+    return net, meta.get("training", {})
 
 
 def _run_key(cfg: ModelConfig, s: TrainSettings, branches: dict[str, dict[str, Branch]]) -> str:
@@ -418,14 +421,12 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         log.setLevel(logging.WARNING)
     s = settings or TrainSettings()
     cfg = config or ModelConfig()
-    # the init model's description, read once at the start: its folder may change during a long run
-    init_cfg, init_card = read_config(s.init, "model.safetensors") if s.init else (None, {})
     if s.epochs == 0:
         if not s.init:
             raise AvemoError("--epochs 0 trains no branch: it needs --init MODEL, whose stages after training are run again")
-        # that model as it is, but what `config` changes of `AFTER_TRAINING` (given unlike the default)
-        default = ModelConfig()
-        cfg = replace(init_cfg, **{k: getattr(config, k) for k in AFTER_TRAINING
+        saved = read_config(s.init, "model.safetensors")[0]  # that model as it is, but what `config` changes of
+        default = ModelConfig()  # `AFTER_TRAINING` (given unlike the default): a probe added, the crops a segment judges
+        cfg = replace(saved, **{k: getattr(config, k) for k in AFTER_TRAINING
                                 if config and getattr(config, k) != getattr(default, k)})
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     random.seed(s.seed)
@@ -471,7 +472,8 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         log.info("%s: %s", m, {k: len(v) for k, v in branches[m].items()})
 
     held_out = {m: sorted({held_out_name(i) for i in branches[m]["test"].items}) for m in active}
-    net = _initial_net(cfg, s, active, held_out).to(device)
+    net, before = _initial_net(cfg, s, active, held_out)  # `before`: the init's card, read with its weights
+    net = net.to(device)
     face_bf16 = s.epochs > 0 and bool({"face", "video"} & set(active)) and net.face.train_in_bf16(device)
     if face_bf16:
         log.info("face CNN trained in bfloat16 (this CPU computes it natively)")
@@ -581,7 +583,6 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
                      for task, r in rep.items()} for m, rep in scores.items()},
     }
     if s.init:  # what the frozen parts were trained on, and scored, stays on the card
-        before = init_card.get("training", {})
         for key in ("sizes", "held_out", "test"):
             training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
         kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
