@@ -237,7 +237,7 @@ def _train(args: argparse.Namespace) -> int:
     epochs = training.TrainSettings.epochs if args.epochs is None else args.epochs
     settings = training.TrainSettings(epochs=epochs, seed=args.seed, init=args.init, audio_variants=args.variants,
                                       noise_files=tuple(args.noise or ()), warm=args.warm, face_mixup=args.mixup, lr=args.lr,
-                                      patience=args.patience)
+                                      weight_decay=args.weight_decay, patience=args.patience)
     cfg = ModelConfig(rnn=args.arch, audio_front=args.audio_front, face_channels=args.face_channels, face_blocks=args.face_blocks,
                       voice_norm=args.voice_norm, voiceprint=args.voiceprint, voice_probe=args.voice_probe,
                       whisper_layers=args.whisper_layers, whisper_stack=args.whisper_stack, max_faces=args.max_faces,
@@ -390,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="mix each face batch with itself shuffled, by a Beta(ALPHA, ALPHA) share (0: off; 0.2 is usual)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule (default 2e-3)")
+    t.add_argument("--weight-decay", type=float, default=1e-4, metavar="WD",
+                   help="AdamW's decoupled weight decay (default 1e-4; 0.05 is usual for CNNs trained long)")
     t.add_argument("--variants", type=int, default=0,
                    help="augmented copies of each speech file (codecs, noise, gain, band), cached beside the clean one")
     t.add_argument("--noise", action="append", help="a recording the augmented copies may mix in (repeatable)")
