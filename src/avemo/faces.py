@@ -1,13 +1,17 @@
 """Faces: find and follow the faces in sampled frames and cut them out for the face branch.
 
-Detector: OpenCV's frontal-face Haar cascade, shipped inside opencv-python-headless
-(no download, ~10-25 ms a 640x360 frame on one core). Full searches are few (see
-`FaceTracker`); in the sampled frames between, each face found is followed by matching
-the look it had at that search against a small window around its last box (~0.5 ms),
-which also ties its boxes into a track: the same person from frame to frame. Which
-track a segment is about, the face speaking, is decided per segment (`main_track`).
-Crops are 48x48 grey, the FER2013 convention the face branch is trained on, with a
-margin like FER2013's.
+Detector (`FaceDetector`): two shipped detectors, their faces merged. MediaPipe's BlazeFace
+(short range: the model of mediapipe 0.10.21's wheel, as ONNX, 0.4 MB, ~1 ms a frame on
+ONNX Runtime) finds faces near the camera that OpenCV's frontal-face Haar cascade misses --
+tightly framed, turned or partly cut off (FER2013's faces on a frame: 95% against 71%) -- and
+the Haar cascade (shipped inside opencv-python-headless, ~10 ms a 640x360 frame) finds the
+small faces of a wide shot, which BlazeFace's short range cannot see (under ~13% of the
+frame's longer side). Full searches are few (see `FaceTracker`); in the sampled frames
+between, each face found is followed by matching the look it had at that search against a
+small window around its last box (~0.5 ms), which also ties its boxes into a track: the
+same person from frame to frame. Which track a segment is about, the face speaking, is
+decided per segment (`main_track`). Crops are 48x48 grey, the FER2013 convention the face
+branch is trained on, with a margin like FER2013's, around boxes framed as Haar frames them.
 
 Frames come with their grey levels as decoded (most video: 16-235) and a map to full range,
 `levels` (`media.MediaInfo.levels`): each region read (a search's frame, a followed face's
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from importlib import resources
 
 import cv2
 import numpy as np
 
 CROP_SIZE = 48
+#: Which detector cut the faces, for caches of crops: faces cut by another are other crops.
+DETECTOR = "blazeface-short-range+haar"
 #: Detection runs on a copy scaled to this longer side: on the shared real media it finds the
 #: same faces as at 640 px in about 40% of the time; crops are still cut from the full frame.
 DETECT_MAX_SIDE = 320
@@ -73,14 +80,103 @@ class FaceObservation:
         return crop_face(self.frame, self.box, levels=self.levels)
 
 
+#: BlazeFace's input side, and the score (after the sigmoid) at which it reports a face: MediaPipe's own.
+BLAZE_SIDE = 128
+BLAZE_MIN_SCORE = 0.5
+#: BlazeFace boxes overlapping more than this (intersection over union) are one face: MediaPipe's own.
+BLAZE_SAME_FACE = 0.3
+#: A BlazeFace box (x, y, w, h) as the Haar cascade frames the same face: a square 1.146 of its
+#: widths a side, its centre 0.13 widths higher (medians over 607 faces both found in JAFFE, the
+#: Taiwanese set, av_clips/ and the shared video; quartiles 1.11-1.19 and 0.11-0.15), so that crops
+#: keep the framing the face branch learnt from: Haar's boxes with FER2013's margin.
+HAAR_SIDE_PER_WIDTH = 1.146
+HAAR_LIFT_PER_WIDTH = 0.13
+#: A Haar face overlapping a BlazeFace face by more than this is the same face.
+SAME_FACE = 0.3
+
+
+def _blaze_anchors() -> np.ndarray:
+    """(896, 2) anchor centres of BlazeFace short range, in its input's [0, 1] coordinates: a
+    16x16 grid (stride 8) with 2 anchors a cell, then an 8x8 grid (stride 16) with 6, as
+    MediaPipe's SSD anchor options for this model lay them out."""
+    out = []
+    for grid, per_cell in ((16, 2), (8, 6)):
+        ys, xs = np.mgrid[0:grid, 0:grid]
+        centres = np.stack([(xs + 0.5) / grid, (ys + 0.5) / grid], -1).reshape(-1, 2)
+        out.append(np.repeat(centres, per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _blaze_session():
+    from .runtime import one_thread_session
+
+    return one_thread_session(resources.files("avemo") / "assets" / "faces" / "blazeface_short_range.onnx")
+
+
+class BlazeFace:
+    """MediaPipe's BlazeFace, short range (Apache-2.0; converted from mediapipe 0.10.21's
+    `face_detection_short_range.tflite` to ONNX with tflite2onnx, outputs equal to 2e-4): faces
+    that fill an eighth or more of a frame, frontal or turned, in ~1 ms a frame."""
+
+    def __init__(self) -> None:
+        self._session = _blaze_session()
+        self._anchors = _blaze_anchors()
+
+    def detect(self, grey: np.ndarray) -> list[tuple[float, tuple[int, int, int, int]]]:
+        """(score, box (x, y, w, h) as Haar would frame it) of each face in a grey frame, in its own pixels."""
+        h, w = grey.shape[:2]
+        scale = BLAZE_SIDE / max(h, w)
+        small = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        square = np.zeros((BLAZE_SIDE, BLAZE_SIDE), np.float32)  # letterboxed, black bars as MediaPipe pads
+        y0, x0 = (BLAZE_SIDE - small.shape[0]) // 2, (BLAZE_SIDE - small.shape[1]) // 2
+        square[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+        x = np.broadcast_to(square / 127.5 - 1.0, (1, 3, BLAZE_SIDE, BLAZE_SIDE))  # grey as RGB
+        regress, logits = self._session.run(None, {"input": np.ascontiguousarray(x)})
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -80, 80)))
+        keep = np.flatnonzero(scores >= BLAZE_MIN_SCORE)
+        if not len(keep):
+            return []
+        centre = (self._anchors[keep] * BLAZE_SIDE + regress[0, keep, :2] - [x0, y0]) / scale
+        size = regress[0, keep, 2:4] / scale
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)  # x0, y0, x1, y1 in the frame
+        return [(score, _haar_framed(box)) for score, box in _weighted_nms(boxes, scores[keep])]
+
+
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """MediaPipe's blending suppression: boxes overlapping the best-scored one are one face,
+    placed at their score-weighted mean (steadier from frame to frame than the best box alone)."""
+    faces, left = [], np.argsort(-scores)
+    while len(left):
+        best = boxes[left[0]]
+        lo, hi = np.maximum(best[:2], boxes[left, :2]), np.minimum(best[2:], boxes[left, 2:])
+        inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+        area = np.prod(boxes[left, 2:] - boxes[left, :2], axis=1)
+        same = inter / (area[0] + area - inter + 1e-9) > BLAZE_SAME_FACE
+        weights = scores[left[same]]
+        faces.append((float(scores[left[0]]), (boxes[left[same]] * weights[:, None]).sum(0) / weights.sum()))
+        left = left[~same]
+    return faces
+
+
+def _haar_framed(box: np.ndarray) -> tuple[int, int, int, int]:
+    """A BlazeFace box (x0, y0, x1, y1) as the square (x, y, w, h) Haar draws round the same face."""
+    width = box[2] - box[0]
+    side = HAAR_SIDE_PER_WIDTH * width
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 - HAAR_LIFT_PER_WIDTH * width
+    return round(cx - side / 2), round(cy - side / 2), round(side), round(side)
+
+
 class FaceDetector:
-    """Haar-cascade face detector with FER2013-style cropping."""
+    """The faces BlazeFace finds, and those the Haar cascade finds beside them (the small ones
+    of a wide shot), boxed as Haar boxes them, for FER2013-style crops."""
 
     def __init__(self, min_face_fraction: float = 0.08) -> None:
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeError(f"OpenCV's face cascade could not be loaded from {path}")
+        self._blaze = BlazeFace()
         self.min_face_fraction = min_face_fraction
 
     def detect(self, grey: np.ndarray, levels: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
@@ -90,8 +186,12 @@ class FaceDetector:
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
         side = max(12, int(min(small.shape) * self.min_face_fraction))
+        found = [box for _, box in self._blaze.detect(small) if box[2] >= side]
         # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
-        found = self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side))
+        for box in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
+            box = tuple(int(v) for v in box)
+            if all(_overlap(box, other) <= SAME_FACE for other in found):
+                found.append(box)
         boxes = [tuple(round(v / scale) for v in box) for box in found]
         return sorted(boxes, key=lambda b: (-float(b[2] * b[3]), _off_centre(b, (w / 2, h / 2))))
 
@@ -121,18 +221,24 @@ def levelled(grey: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
 
 def crop_face(grey: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.12,
               levels: np.ndarray | None = None) -> np.ndarray:
-    """Square crop around `box` with a margin, resized to CROP_SIZE (edges replicated).
-    Only the crop's own patch is padded (and its levels mapped), never the whole frame (10x cheaper)."""
+    """Square crop around `box` with a margin, resized to CROP_SIZE (edges replicated)."""
     x, y, w, h = box
     side = int(max(w, h) * (1 + 2 * margin))
     x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    return cv2.resize(_region(grey, x0, y0, side, side, levels), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def _region(grey: np.ndarray, x0: int, y0: int, w: int, h: int, levels: np.ndarray | None) -> np.ndarray:
+    """The frame's (w, h) region at (x0, y0), its levels mapped, its edges replicated where it
+    reaches beyond the frame (a face at the border). Only the region is padded, never the whole
+    frame (10x cheaper)."""
     rows, cols = grey.shape[:2]
-    a, b = max(0, x0), min(cols, x0 + side)
-    c, d = max(0, y0), min(rows, y0 + side)
+    a, b = max(0, x0), min(cols, x0 + w)
+    c, d = max(0, y0), min(rows, y0 + h)
     patch = levelled(grey[c:d, a:b], levels)
-    if patch.shape != (side, side):
-        patch = cv2.copyMakeBorder(patch, c - y0, y0 + side - d, a - x0, x0 + side - b, cv2.BORDER_REPLICATE)
-    return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    if patch.shape != (h, w):
+        patch = cv2.copyMakeBorder(patch, c - y0, y0 + h - d, a - x0, x0 + w - b, cv2.BORDER_REPLICATE)
+    return patch
 
 
 @dataclass(frozen=True)
@@ -146,7 +252,7 @@ class Look:
 def look_of(grey: np.ndarray, box: tuple[int, int, int, int], levels: np.ndarray | None = None) -> Look:
     x, y, w, h = box
     scale = FOLLOW_SIDE / max(w, 1)
-    patch = levelled(grey[y:y + h, x:x + w], levels)
+    patch = _region(grey, x, y, w, h, levels)
     size = (FOLLOW_SIDE, max(1, round(h * scale)))
     return Look(cv2.resize(patch, size, interpolation=cv2.INTER_LINEAR), scale)
 

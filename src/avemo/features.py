@@ -27,7 +27,7 @@ from .augment import real_world
 from .config import ModelConfig
 from .datasets import Item
 from .errors import AvemoError
-from .faces import CROP_SIZE
+from .faces import CROP_SIZE, DETECTOR
 from .files import written_whole
 from .media import SAMPLE_RATE, load_audio
 from .model import AudioEncoder, encoder_states
@@ -152,6 +152,8 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
     settings = {"modality": modality, "mel": cfg.mel, "crop": CROP_SIZE, "voice": "vad-speech-span"}
     if modality == "face":
         settings["faces"] = "detected in photos"
+    if modality != "audio":  # crops another detector cut are other crops
+        settings["detector"] = DETECTOR
     if cfg.audio_front != "logmel":
         settings["front"] = cfg.audio_front
     if cfg.voiceprint:

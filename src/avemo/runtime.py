@@ -63,6 +63,25 @@ class Runtime(Protocol):
         """(1, T, embed_dim) fused embeddings of a file's segments to (1, T, E) and (1, T, S) logits."""
 
 
+def one_thread_session(path: object):
+    """An ONNX Runtime session on one CPU thread, for the pipeline's small helper graphs (the VAD, the
+    face detector): each runs beside the decoder and the network, which have the other cores.
+    Opening a session sets the process's OpenMP threads to its own one: torch's are given back."""
+    import sys
+
+    import onnxruntime as ort
+
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    if threads:
+        torch.set_num_threads(threads)
+    return session
+
+
 def weights_digest(path: Path) -> str:
     """SHA-1 of a weights file: an exported folder records the weights it was made from."""
     digest = hashlib.sha1()

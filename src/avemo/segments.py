@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import logging
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AvemoError
+from .runtime import one_thread_session
 
 log = logging.getLogger("avemo")
 
@@ -65,19 +65,7 @@ class SegmentationSettings:
 
 @lru_cache(maxsize=1)
 def _vad_session():
-    import onnxruntime as ort
-
-    # opening a session sets the process's OpenMP threads to its own one: torch's are given back
-    torch = sys.modules.get("torch")
-    threads = torch.get_num_threads() if torch else None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    path = resources.files("avemo") / "assets" / "vad" / "silero_vad.onnx"
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    if threads:
-        torch.set_num_threads(threads)
-    return session
+    return one_thread_session(resources.files("avemo") / "assets" / "vad" / "silero_vad.onnx")
 
 
 class VoiceActivity:
