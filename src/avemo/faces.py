@@ -11,7 +11,7 @@ between, each face found is followed by matching the look it had at that search 
 small window around its last box (~0.5 ms), which also ties its boxes into a track: the
 same person from frame to frame. Which track a segment is about, the face speaking, is
 decided per segment (`main_track`). Crops are 48x48 grey, the FER2013 convention the face
-branch is trained on, with a margin like FER2013's, around boxes framed as Haar frames them.
+branch is trained on, each framed as FER2013 frames its photos (`FER_SIDE_PER_BLAZE_WIDTH`).
 
 Frames come with their grey levels as decoded (most video: 16-235) and a map to full range,
 `levels` (`media.MediaInfo.levels`): each region read (a search's frame, a followed face's
@@ -31,7 +31,7 @@ import numpy as np
 
 CROP_SIZE = 48
 #: Which detector cut the faces, for caches of crops: faces cut by another are other crops.
-DETECTOR = "blazeface-short-range+haar"
+DETECTOR = "blazeface-short-range+haar, fer2013-framed"
 #: Detection runs on a copy scaled to this longer side: on the shared real media it finds the
 #: same faces as at 640 px in about 40% of the time; crops are still cut from the full frame.
 DETECT_MAX_SIDE = 320
@@ -85,13 +85,16 @@ BLAZE_SIDE = 128
 BLAZE_MIN_SCORE = 0.5
 #: BlazeFace boxes overlapping more than this (intersection over union) are one face: MediaPipe's own.
 BLAZE_SAME_FACE = 0.3
-#: A BlazeFace box (x, y, w, h) as the Haar cascade frames the same face: a square 1.146 of its
-#: widths a side, its centre 0.13 widths higher (medians over 607 faces both found in JAFFE, the
-#: Taiwanese set, av_clips/ and the shared video; quartiles 1.11-1.19 and 0.11-0.15), so that crops
-#: keep the framing the face branch learnt from: Haar's boxes with FER2013's margin.
-HAAR_SIDE_PER_WIDTH = 1.146
-HAAR_LIFT_PER_WIDTH = 0.13
-#: A Haar face overlapping a BlazeFace face by more than this is the same face.
+#: Each detector's box redrawn as FER2013 frames its photos, so that every crop (the box with
+#: `crop_face`'s margin) is framed as the photos the face branch mostly learnt from. Measured on
+#: 1,149 FER2013 Training photos shown on a frame as the composite clips show them
+#: (runs/detector/ferframe.py): FER2013's square is 1.012 BlazeFace widths a side (quartiles
+#: 0.93-1.12), its centre 0.104 widths above BlazeFace's (0.06-0.135); 0.832 Haar widths (0.78-0.90),
+#: centred on Haar's (Haar's own box cut 19% wider than the photo).
+FER_SIDE_PER_BLAZE_WIDTH = 1.012
+FER_LIFT_PER_BLAZE_WIDTH = 0.104
+FER_SIDE_PER_HAAR_WIDTH = 0.832
+#: A Haar face overlapping a BlazeFace face by more than this (both redrawn) is the same face.
 SAME_FACE = 0.3
 
 
@@ -124,7 +127,7 @@ class BlazeFace:
         self._anchors = _blaze_anchors()
 
     def detect(self, grey: np.ndarray) -> list[tuple[float, tuple[int, int, int, int]]]:
-        """(score, box (x, y, w, h) as Haar would frame it) of each face in a grey frame, in its own pixels."""
+        """(score, box (x, y, w, h) as FER2013 frames its photos) of each face in a grey frame, in its own pixels."""
         h, w = grey.shape[:2]
         scale = BLAZE_SIDE / max(h, w)
         small = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -140,7 +143,12 @@ class BlazeFace:
         centre = (self._anchors[keep] * BLAZE_SIDE + regress[0, keep, :2] - [x0, y0]) / scale
         size = regress[0, keep, 2:4] / scale
         boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)  # x0, y0, x1, y1 in the frame
-        return [(score, _haar_framed(box)) for score, box in _weighted_nms(boxes, scores[keep])]
+        faces = []
+        for score, (x0, y0, x1, y1) in _weighted_nms(boxes, scores[keep]):
+            width = x1 - x0
+            faces.append((score, _fer_framed((x0 + x1) / 2, (y0 + y1) / 2 - FER_LIFT_PER_BLAZE_WIDTH * width,
+                                             FER_SIDE_PER_BLAZE_WIDTH * width)))
+        return faces
 
 
 def _weighted_nms(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[float, np.ndarray]]:
@@ -159,17 +167,14 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[float, np
     return faces
 
 
-def _haar_framed(box: np.ndarray) -> tuple[int, int, int, int]:
-    """A BlazeFace box (x0, y0, x1, y1) as the square (x, y, w, h) Haar draws round the same face."""
-    width = box[2] - box[0]
-    side = HAAR_SIDE_PER_WIDTH * width
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 - HAAR_LIFT_PER_WIDTH * width
+def _fer_framed(cx: float, cy: float, side: float) -> tuple[int, int, int, int]:
+    """The square (x, y, w, h) of `side` centred at (cx, cy)."""
     return round(cx - side / 2), round(cy - side / 2), round(side), round(side)
 
 
 class FaceDetector:
     """The faces BlazeFace finds, and those the Haar cascade finds beside them (the small ones
-    of a wide shot), boxed as Haar boxes them, for FER2013-style crops."""
+    of a wide shot), each boxed as FER2013 frames its photos."""
 
     def __init__(self, min_face_fraction: float = 0.08) -> None:
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
@@ -186,10 +191,10 @@ class FaceDetector:
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
         side = max(12, int(min(small.shape) * self.min_face_fraction))
-        found = [box for _, box in self._blaze.detect(small) if box[2] >= side]
+        found = [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
         # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
-        for box in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
-            box = tuple(int(v) for v in box)
+        for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
+            box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)
             if all(_overlap(box, other) <= SAME_FACE for other in found):
                 found.append(box)
         boxes = [tuple(round(v / scale) for v in box) for box in found]
