@@ -21,13 +21,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .config import ModelConfig, read_config
 from .errors import AvemoError
 from .voiceprint import with_voiceprints
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 #: The graphs an exported model folder holds: the encoder only where the voice has Whisper's
 #: front-end, the voiceprint only where it reads one, the context graph only where the model has that stage.
@@ -63,7 +66,7 @@ class Runtime(Protocol):
         """(1, T, embed_dim) fused embeddings of a file's segments to (1, T, E) and (1, T, S) logits."""
 
 
-def one_thread_session(path: object):
+def one_thread_session(path: str | os.PathLike[str] | Traversable):
     """An ONNX Runtime session on one CPU thread, for the pipeline's small helper graphs (the VAD, the
     face detector): each runs beside the decoder and the network, which have the other cores.
     Opening a session sets the process's OpenMP threads to its own one: torch's are given back."""
