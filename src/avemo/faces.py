@@ -181,7 +181,7 @@ class FaceDetector:
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeError(f"OpenCV's face cascade could not be loaded from {path}")
-        self._blaze = BlazeFace()
+        self._blaze: BlazeFace | None = None  # opened at the first search: a tight still needs none
         self.min_face_fraction = min_face_fraction
 
     def detect(self, grey: np.ndarray, levels: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
@@ -191,6 +191,7 @@ class FaceDetector:
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
         side = max(12, int(min(small.shape) * self.min_face_fraction))
+        self._blaze = self._blaze or BlazeFace()
         found = [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
         # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
         for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
