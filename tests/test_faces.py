@@ -1,6 +1,7 @@
 import cv2
 import numpy as np
 
+from avemo.composite import on_a_frame
 from avemo.faces import CROP_SIZE, FaceDetector, crop_face
 from avemo.media import iter_frames
 
@@ -110,33 +111,21 @@ def test_a_face_that_leaves_ends_its_track_at_once():
     assert all(hit for t, hit in seen if t < gone)
 
 
-def _on_a_frame(face, side: int, size=(640, 360)):
-    """A face photo scaled to `side` pixels wide, in the middle of a grey frame, as a video shows it."""
-    face = cv2.resize(face, (side, round(face.shape[0] * side / face.shape[1])), interpolation=cv2.INTER_CUBIC)
-    frame = np.full((size[1], size[0]), 128, np.uint8)
-    y0, x0 = (size[1] - face.shape[0]) // 2, (size[0] - face.shape[1]) // 2
-    frame[y0:y0 + face.shape[0], x0:x0 + face.shape[1]] = face
-    return frame
-
-
 def test_tightly_framed_faces_are_found_where_haar_alone_misses_them():
     """FER2013's faces, cut at the brow and chin, shown on a frame as the composite clips show them:
     Haar finds about seven in ten, BlazeFace beside it nineteen in twenty."""
     photos = sorted((DATA / "fer2013" / "val").glob("*/*.jpg"))[::60][:60]
-    frames = [_on_a_frame(_grey(p), 192) for p in photos]
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    haar = sum(len(cascade.detectMultiScale(cv2.resize(f, (320, 180)), 1.15, 5, minSize=(14, 14))) > 0 for f in frames)
+    frames = [on_a_frame(_grey(p)) for p in photos]
+    haar = sum(bool(FaceDetector(detectors=("haar",)).detect(f)) for f in frames)
     found = sum(bool(FaceDetector().detect(f)) for f in frames)
     assert found >= 0.9 * len(frames) and found >= haar + 0.1 * len(frames)
 
 
 def test_small_faces_of_a_wide_shot_are_still_found():
     """BlazeFace's short range sees no face under ~13% of the frame's width; Haar, beside it, does."""
-    from avemo.faces import BlazeFace
-
     photos = sorted((DATA / "jaffe").glob("*.jpg"))[::20]
-    frames = [_on_a_frame(_grey(p), 120) for p in photos]  # the face itself ~55 px of 640
-    assert not any(BlazeFace().detect(f) for f in frames)
+    frames = [on_a_frame(_grey(p), 120 / 256) for p in photos]  # the face itself ~55 px of 640
+    assert not any(FaceDetector(detectors=("blazeface",)).detect(f) for f in frames)
     assert all(FaceDetector().detect(f) for f in frames)
 
 
@@ -148,7 +137,7 @@ def test_crops_are_framed_as_fer2013_frames_its_photos():
     photos = sorted((DATA / "fer2013" / "val").glob("*/*.jpg"))[7::60][:60]
     overlaps = []
     for p in photos:
-        boxes = FaceDetector().detect(_on_a_frame(_grey(p), 192))
+        boxes = FaceDetector().detect(on_a_frame(_grey(p)))
         if boxes:
             x, y, w, h = boxes[0]
             side = round(w * 1.24)  # crop_face's margin of 12% each side

@@ -82,16 +82,23 @@ def still_clip(image: str | Path, utterance: str | Path, out: str | Path, scale:
     """Write `out`: a still photo (a FER2013-style face, enlarged `scale` times and set in
     the middle of a grey `size` frame, where a detector finds it as in any video) shown
     for as long as `utterance` lasts, with that utterance as its sound."""
+    canvas = on_a_frame(_grey_image(image), scale, size)
+    length = len(load_audio(utterance)) / SAMPLE_RATE
+    return _grey_clip((canvas for _ in range(max(1, int(np.ceil(length * rate))))), size, rate, utterance, length, out)
+
+
+def on_a_frame(face: np.ndarray, scale: float = 4, size: tuple[int, int] = (640, 360)) -> np.ndarray:
+    """A grey face photo scaled `scale` times, in the middle of a grey (128) frame of `size`: a face as
+    a video shows it, where a detector must find it (FER2013's 48-px photos at 4x: a close-up)."""
     import cv2
 
-    face = _grey_image(image)
-    face = cv2.resize(face, (face.shape[1] * scale, face.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+    shape = (round(face.shape[1] * scale), round(face.shape[0] * scale))
+    face = cv2.resize(face, shape, interpolation=cv2.INTER_CUBIC if scale >= 1 else cv2.INTER_AREA)
     width, height = size
     canvas = np.full((height, width), 128, np.uint8)
     y0, x0 = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
     canvas[y0:y0 + face.shape[0], x0:x0 + face.shape[1]] = face
-    length = len(load_audio(utterance)) / SAMPLE_RATE
-    return _grey_clip((canvas for _ in range(max(1, int(np.ceil(length * rate))))), size, rate, utterance, length, out)
+    return canvas
 
 
 def beside(video: str | Path, photo: str | Path, utterance: str | Path, out: str | Path, rate: int = 10) -> Path:

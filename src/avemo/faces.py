@@ -174,15 +174,17 @@ def _fer_framed(cx: float, cy: float, side: float) -> tuple[int, int, int, int]:
 
 class FaceDetector:
     """The faces BlazeFace finds, and those the Haar cascade finds beside them (the small ones
-    of a wide shot), each boxed as FER2013 frames its photos."""
+    of a wide shot), each boxed as FER2013 frames its photos. `detectors` names which of the
+    two search ("blazeface", "haar"): both unless a benchmark asks for one alone."""
 
-    def __init__(self, min_face_fraction: float = 0.08) -> None:
+    def __init__(self, min_face_fraction: float = 0.08, detectors: tuple[str, ...] = ("blazeface", "haar")) -> None:
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeError(f"OpenCV's face cascade could not be loaded from {path}")
         self._blaze: BlazeFace | None = None  # opened at the first search: a tight still needs none
         self.min_face_fraction = min_face_fraction
+        self.detectors = detectors
 
     def detect(self, grey: np.ndarray, levels: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
         """Boxes (x, y, w, h) of the faces in a grey frame (its `levels` mapped), largest first, in its own pixels."""
@@ -191,13 +193,16 @@ class FaceDetector:
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
         side = max(12, int(min(small.shape) * self.min_face_fraction))
-        self._blaze = self._blaze or BlazeFace()
-        found = [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
-        # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
-        for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
-            box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)
-            if all(_overlap(box, other) <= SAME_FACE for other in found):
-                found.append(box)
+        found: list[tuple[int, int, int, int]] = []
+        if "blazeface" in self.detectors:
+            self._blaze = self._blaze or BlazeFace()
+            found += [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
+        if "haar" in self.detectors:
+            # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
+            for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
+                box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)
+                if all(_overlap(box, other) <= SAME_FACE for other in found):
+                    found.append(box)
         boxes = [tuple(round(v / scale) for v in box) for box in found]
         return sorted(boxes, key=lambda b: (-float(b[2] * b[3]), _off_centre(b, (w / 2, h / 2))))
 
