@@ -88,7 +88,7 @@ BLAZE_SAME_FACE = 0.3
 #: Each detector's box redrawn as FER2013 frames its photos, so that every crop (the box with
 #: `crop_face`'s margin) is framed as the photos the face branch mostly learnt from. Measured on
 #: 1,149 FER2013 Training photos shown on a frame as the composite clips show them
-#: (runs/detector/ferframe.py): FER2013's square is 1.012 BlazeFace widths a side (quartiles
+#: (the README's "Face finding"): FER2013's square is 1.012 BlazeFace widths a side (quartiles
 #: 0.93-1.12), its centre 0.104 widths above BlazeFace's (0.06-0.135); 0.832 Haar widths (0.78-0.90),
 #: centred on Haar's (Haar's own box cut 19% wider than the photo).
 FER_SIDE_PER_BLAZE_WIDTH = 1.012
@@ -144,9 +144,9 @@ class BlazeFace:
         size = regress[0, keep, 2:4] / scale
         boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)  # x0, y0, x1, y1 in the frame
         faces = []
-        for score, (x0, y0, x1, y1) in _weighted_nms(boxes, scores[keep]):
-            width = x1 - x0
-            faces.append((score, _fer_framed((x0 + x1) / 2, (y0 + y1) / 2 - FER_LIFT_PER_BLAZE_WIDTH * width,
+        for score, (left, top, right, bottom) in _weighted_nms(boxes, scores[keep]):
+            width = right - left
+            faces.append((score, _fer_framed((left + right) / 2, (top + bottom) / 2 - FER_LIFT_PER_BLAZE_WIDTH * width,
                                              FER_SIDE_PER_BLAZE_WIDTH * width)))
         return faces
 

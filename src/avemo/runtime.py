@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -70,8 +71,6 @@ def one_thread_session(path: str | os.PathLike[str] | Traversable):
     """An ONNX Runtime session on one CPU thread, for the pipeline's small helper graphs (the VAD, the
     face detector): each runs beside the decoder and the network, which have the other cores.
     Opening a session sets the process's OpenMP threads to its own one: torch's are given back."""
-    import sys
-
     import onnxruntime as ort
 
     torch = sys.modules.get("torch")
