@@ -44,6 +44,19 @@ def test_crop_is_fer_sized_even_at_the_border():
     assert crop.shape == (CROP_SIZE, CROP_SIZE) and crop.dtype == np.uint8
 
 
+def test_the_box_judged_stays_inside_the_picture_where_the_face_meets_its_edge(tmp_path):
+    import avemo
+
+    photo = cv2.imread(str(MEDIA / "single_face.jpg"))
+    x, y, w, h = FaceDetector().detect(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))[0]
+    cut = photo[y + h // 5:]  # the top of the head out of the picture: its FER2013 framing reaches above it
+    cv2.imwrite(str(tmp_path / "cut.jpg"), cut)
+    assert FaceDetector().detect(cv2.cvtColor(cut, cv2.COLOR_BGR2GRAY))[0][1] < 0
+    (r,) = avemo.load_model().predict(tmp_path / "cut.jpg")
+    bx, by, bw, bh = r.face_box
+    assert bx >= 0 and by == 0 and bx + bw <= cut.shape[1] and 0 < bh < bw and by + bh <= cut.shape[0]
+
+
 def test_a_crop_is_cut_when_asked_for_and_as_the_frame_shows_it():
     from avemo.faces import FaceTracker
 

@@ -225,6 +225,16 @@ class FaceDetector:
         return None
 
 
+def inside_frame(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The part of `box` (x, y, w, h) inside a frame of `shape` (height, width, ...). Why: a face at
+    the picture's edge is cut with its FER2013 framing reaching past it (the crop pads), but a
+    user drawing the box judged wants it on the picture, never at negative pixels."""
+    x, y, w, h = box
+    left, top = max(0, x), max(0, y)
+    right, bottom = min(shape[1], x + w), min(shape[0], y + h)
+    return left, top, max(0, right - left), max(0, bottom - top)
+
+
 def levelled(grey: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
     """`grey` (a frame or a region of it) with its grey levels mapped by `levels` (None: as it is)."""
     return grey if levels is None else cv2.LUT(grey, levels)

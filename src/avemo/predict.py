@@ -21,7 +21,7 @@ import numpy as np
 from .audio import MelSettings, voice_features
 from .config import ModelConfig
 from .errors import AvemoError
-from .faces import FaceDetector, FaceObservation, FaceTracker, main_track
+from .faces import FaceDetector, FaceObservation, FaceTracker, inside_frame, main_track
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .normalise import Normaliser
 from .runtime import Runtime, SharedRuntime, open_runtime, softmax
@@ -78,7 +78,7 @@ class SegmentResult:
     sentiment_probs: dict[str, float]
     modalities: list[str]  # which of "audio", "face" the answer used
     faces: int  # most faces seen at once in the segment's sampled frames
-    face_box: list[int] | None = None  # x, y, w, h (source pixels) of the face judged, its median box
+    face_box: list[int] | None = None  # x, y, w, h (source pixels) of the face judged: its median box, inside the picture
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,7 +114,7 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
         pick = np.linspace(0, len(main) - 1, min(len(main), max_faces)).round().astype(int)
         item.crops = [main[i].crop for i in pick]
         item.faces = max(o.n_faces for o in inside)
-        item.box = tuple(int(v) for v in np.median([o.box for o in main], axis=0).round())
+        item.box = inside_frame(tuple(int(v) for v in np.median([o.box for o in main], axis=0).round()), main[0].frame.shape)
     return item
 
 
