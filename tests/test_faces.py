@@ -47,11 +47,12 @@ def test_crop_is_fer_sized_even_at_the_border():
 def test_the_box_judged_stays_inside_the_picture_where_the_face_meets_its_edge(tmp_path):
     import avemo
 
+    det = FaceDetector()
     photo = cv2.imread(str(MEDIA / "single_face.jpg"))
-    x, y, w, h = FaceDetector().detect(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))[0]
+    x, y, w, h = det.detect(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))[0]
     cut = photo[y + h // 5:]  # the top of the head out of the picture: its FER2013 framing reaches above it
     cv2.imwrite(str(tmp_path / "cut.jpg"), cut)
-    assert FaceDetector().detect(cv2.cvtColor(cut, cv2.COLOR_BGR2GRAY))[0][1] < 0
+    assert det.detect(cv2.cvtColor(cut, cv2.COLOR_BGR2GRAY))[0][1] < 0
     (r,) = avemo.load_model().predict(tmp_path / "cut.jpg")
     bx, by, bw, bh = r.face_box
     assert bx >= 0 and by == 0 and bx + bw <= cut.shape[1] and 0 < bh < bw and by + bh <= cut.shape[0]
@@ -129,8 +130,9 @@ def test_tightly_framed_faces_are_found_where_haar_alone_misses_them():
     Haar finds about seven in ten, BlazeFace beside it nineteen in twenty."""
     photos = sorted((DATA / "fer2013" / "val").glob("*/*.jpg"))[::60][:60]
     frames = [on_a_frame(_grey(p)) for p in photos]
-    haar = sum(bool(FaceDetector(detectors=("haar",)).detect(f)) for f in frames)
-    found = sum(bool(FaceDetector().detect(f)) for f in frames)
+    haar_alone, both = FaceDetector(detectors=("haar",)), FaceDetector()
+    haar = sum(bool(haar_alone.detect(f)) for f in frames)
+    found = sum(bool(both.detect(f)) for f in frames)
     assert found >= 0.9 * len(frames) and found >= haar + 0.1 * len(frames)
 
 
@@ -138,8 +140,9 @@ def test_small_faces_of_a_wide_shot_are_still_found():
     """BlazeFace's short range sees no face under ~13% of the frame's width; Haar, beside it, does."""
     photos = sorted((DATA / "jaffe").glob("*.jpg"))[::20]
     frames = [on_a_frame(_grey(p), 120 / 256) for p in photos]  # the face itself ~55 px of 640
-    assert not any(FaceDetector(detectors=("blazeface",)).detect(f) for f in frames)
-    assert all(FaceDetector().detect(f) for f in frames)
+    blaze_alone, both = FaceDetector(detectors=("blazeface",)), FaceDetector()
+    assert not any(blaze_alone.detect(f) for f in frames)
+    assert all(both.detect(f) for f in frames)
 
 
 def test_crops_are_framed_as_fer2013_frames_its_photos():
@@ -149,8 +152,9 @@ def test_crops_are_framed_as_fer2013_frames_its_photos():
 
     photos = sorted((DATA / "fer2013" / "val").glob("*/*.jpg"))[7::60][:60]
     overlaps = []
+    det = FaceDetector()
     for p in photos:
-        boxes = FaceDetector().detect(on_a_frame(_grey(p)))
+        boxes = det.detect(on_a_frame(_grey(p)))
         if boxes:
             x, y, w, h = boxes[0]
             side = round(w * 1.24)  # crop_face's margin of 12% each side

@@ -253,9 +253,8 @@ def _region(grey: np.ndarray, x0: int, y0: int, w: int, h: int, levels: np.ndarr
     """The frame's (w, h) region at (x0, y0), its levels mapped, its edges replicated where it
     reaches beyond the frame (a face at the border). Only the region is padded, never the whole
     frame (10x cheaper)."""
-    rows, cols = grey.shape[:2]
-    a, b = max(0, x0), min(cols, x0 + w)
-    c, d = max(0, y0), min(rows, y0 + h)
+    a, c, inside_w, inside_h = inside_frame((x0, y0, w, h), grey.shape)
+    b, d = a + inside_w, c + inside_h
     patch = levelled(grey[c:d, a:b], levels)
     if patch.shape != (h, w):
         patch = cv2.copyMakeBorder(patch, c - y0, y0 + h - d, a - x0, x0 + w - b, cv2.BORDER_REPLICATE)
