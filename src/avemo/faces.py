@@ -172,16 +172,22 @@ def _fer_framed(cx: float, cy: float, side: float) -> tuple[int, int, int, int]:
     return round(cx - side / 2), round(cy - side / 2), round(side), round(side)
 
 
+def _frontal_cascade() -> cv2.CascadeClassifier:
+    """OpenCV's frontal face cascade, which its 4.x wheels ship."""
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise RuntimeError(f"OpenCV's face cascade could not be loaded from {path}")
+    return cascade
+
+
 class FaceDetector:
     """The faces BlazeFace finds, and those the Haar cascade finds beside them (the small ones
     of a wide shot), each boxed as FER2013 frames its photos. `detectors` names which of the
     two search ("blazeface", "haar"): both unless a benchmark asks for one alone."""
 
     def __init__(self, min_face_fraction: float = 0.08, detectors: tuple[str, ...] = ("blazeface", "haar")) -> None:
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise RuntimeError(f"OpenCV's face cascade could not be loaded from {path}")
+        self._cascade = _frontal_cascade() if "haar" in detectors else None
         self._blaze: BlazeFace | None = None  # opened at the first search: a tight still needs none
         self.min_face_fraction = min_face_fraction
         self.detectors = detectors
@@ -197,7 +203,7 @@ class FaceDetector:
         if "blazeface" in self.detectors:
             self._blaze = self._blaze or BlazeFace()
             found += [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
-        if "haar" in self.detectors:
+        if self._cascade is not None:
             # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
             for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
                 box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)

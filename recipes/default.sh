@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The shipped default model, from the shared corpora alone, in one command:
+#
+#   bash recipes/default.sh ../shared/data runs/default     # then: avemo predict clip.mp4 --model runs/default/final
+#
+# Needs `pip install torch==2.13.0 && pip install -e ".[train]"` and
+# `pip install --no-deps resemblyzer==0.1.4` (the README's training section). Each stage is one
+# `avemo train` run into its own folder under OUT: a stage whose folder holds a finished model
+# (its config.json) is skipped, one cut off resumes from its checkpoint, so an interrupted recipe
+# goes on where it stopped when the same command runs again. Why stages, not one run: the face
+# CNN needs ~130 passes over its 27,000 images, the voice (on cached Whisper states) ~16 over its
+# 10,000 utterances; one run would overtrain the voice or undertrain the face.
+set -euo pipefail
+D=${1:?usage: bash recipes/default.sh DATA_DIR OUT_DIR}
+OUT=${2:?usage: bash recipes/default.sh DATA_DIR OUT_DIR}
+
+SPEECH=(--data "ravdess:$D/ravdess_speech" --data "tess:$D/tess" --data "manifest:$D/ased/ased.csv"
+        --data "manifest:$D/nemo/nemo.csv" --data "manifest:$D/savee/savee.csv" --data "manifest:$D/urdu/urdu.csv"
+        --data "manifest:$D/turev/turev.csv" --data "manifest:$D/korean_tts/korean_tts.csv")
+FACES=(--data "fer2013:$D/fer2013" --data "manifest:$D/jaffe/jaffe.csv"
+       --data "manifest:$D/taiwanese_faces/taiwanese_faces.csv")
+# Whisper tiny.en's four blocks under the recurrent voice, the speaker's voiceprint, the linear probe
+# beside it; the 4-stage face CNN judging up to 4 crops of a segment, each with its mirror image
+ARCH=(--audio-front whisper --voice-norm group --voiceprint --whisper-layers 4 --whisper-stack --voice-probe
+      --face-channels 32 --face-blocks 4 --max-faces 4 --mirror-faces)
+# each utterance once more through a codec, noise (these two recordings' sound), gain and band limits
+VARIANTS=(--variants 1 --noise "$D/media/no_face.mp4" --noise "$D/media/single_face.mp4")
+
+stage() {  # stage NAME ARGS...: `avemo train ARGS --out OUT/NAME`, unless it finished before
+  local name=$1
+  shift
+  if [[ -f "$OUT/$name/config.json" ]]; then
+    echo "recipe: $OUT/$name is finished; skipped"
+    return
+  fi
+  echo "recipe: $name"
+  avemo train "$@" --out "$OUT/$name"
+}
+
+# 1. both branches and the heads they share, from nothing: each step one voice and one face batch
+#    (16 passes over the voices, ~24 over the faces; features: ~35 min once, then ~3.5 min an epoch)
+stage joint "${SPEECH[@]}" "${FACES[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --mixup 0.2 --epochs 16 --patience 16
+# 2-4. three more cosine cycles on the face alone, each from the one before (~45 min each);
+#    the voice and the heads stay as they are
+previous=joint
+for k in 2 3 4; do
+  stage "face$k" "${FACES[@]}" "${ARCH[@]}" --init "$OUT/$previous" --warm --mixup 0.2 --lr 1e-3 \
+    --weight-decay 0.05 --epochs 30 --patience 30
+  previous=face$k
+done
+# 5. no training: the voice probe, each modality's temperature and the fusion gate, on all corpora
+stage final "${SPEECH[@]}" "${FACES[@]}" --init "$OUT/$previous" --voice-probe --mirror-faces --max-faces 4 \
+  "${VARIANTS[@]}" --epochs 0
+# 6. the ONNX graphs the default install runs
+avemo export --onnx "$OUT/final" --model "$OUT/final"
+echo "recipe: done: $OUT/final"
