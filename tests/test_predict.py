@@ -98,6 +98,7 @@ def test_video_without_audio_track_is_face_only(model, clips, caplog):
 @pytest.mark.parametrize("name,message", [
     ("music_wav", "no speech"),
     ("silence_wav", "no speech \\(silent audio\\)"),
+    ("speech_cut_short", "no speech \\(under 0.3 s of sound\\)"),
     ("empty", "empty file"),
     ("text_as_mp4", "not a readable media file"),
 ])

@@ -357,8 +357,9 @@ class Model:
         duration = min(declared, decoded_until) if declared else decoded_until
         pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image)
         if not held.judged:
-            voiced = heard >= MIN_VOICE_S * SAMPLE_RATE and energy / max(heard, 1) >= SILENCE_RMS ** 2
-            raise AvemoError(f"{name}: {_nothing_found(sound is not None, voiced, has_picture, modalities, is_image)}")
+            unheard = (f"under {MIN_VOICE_S:g} s of sound" if heard < MIN_VOICE_S * SAMPLE_RATE
+                       else "silent audio" if energy / max(heard, 1) < SILENCE_RMS ** 2 else None)
+            raise AvemoError(f"{name}: {_nothing_found(sound is not None, unheard, has_picture, modalities, is_image)}")
         if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
         yield from self._judge(pending, later, _scale(width, frame_width), norm)
@@ -568,11 +569,13 @@ def _signal(signal: np.ndarray, rate: int) -> np.ndarray:
     return np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
 
 
-def _nothing_found(has_audio: bool, has_voice: bool, has_picture: bool, modalities: tuple[str, ...],
+def _nothing_found(has_audio: bool, unheard: str | None, has_picture: bool, modalities: tuple[str, ...],
                    is_image: bool = False) -> str:
+    """Why a file gave nothing to judge; `unheard`: why its sound could hold no speech (too short,
+    silent), None where it could and the VAD found none."""
     if is_image:
         return "nothing to analyse: no face in the photo"
-    heard = ("no speech (silent audio)" if has_audio and not has_voice else "no speech" if has_audio
+    heard = (f"no speech ({unheard})" if has_audio and unheard else "no speech" if has_audio
              else "no audio track") if "audio" in modalities else None
     seen = ("no face in any frame" if has_picture else "no video") if "face" in modalities else None
     return "nothing to analyse: " + " and ".join(x for x in (heard, seen) if x)
