@@ -58,6 +58,22 @@ def test_evaluate_cli_on_photos_audio_and_videos(clips, tmp_path, capsys):
     assert "emotion: n=12 accuracy" in out and "(majority 0.333)" in out
 
 
+def test_evaluate_without_a_report_prints_the_scores_and_each_skipped_file(clips, tmp_path, capsys, monkeypatch):
+    from avemo.cli import main
+
+    from .conftest import DATA
+
+    rows = [(DATA / "av_clips" / "1001_DFA_ANG_XX.flv", "anger"), (DATA / "av_clips" / "1001_DFA_HAP_XX.flv", "joy"),
+            (clips["music_wav"], "neutral")]
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "evaluate", "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "emotion: n=2 accuracy" in out and "sentiment: n=2 accuracy" in out
+    assert f"skipped 1 of 3 files:\n  {clips['music_wav']}: " in out and "no speech" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]  # no report, no confusion PNGs
+
+
 def test_evaluate_meld_split_restricted_to_one_modality(meld_fixture, tmp_path):
     from avemo.cli import main
 

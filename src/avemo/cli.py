@@ -206,14 +206,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate_items(model, items, modalities, progress=not args.quiet, normalise=args.normalise)
     if report["n"] == 0:
         raise AvemoError(f"none of the {len(items)} files could be judged (first: {report['skipped'][0]['reason']})")
-    with written_whole(args.report) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    if args.report:
+        with written_whole(args.report) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
     for task in ("emotion", "sentiment"):
         if report[task]["n"]:
-            confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))
+            if args.report:
+                confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))
             print(summary_line(task, report[task]))
     if report["skipped"]:
-        print(f"skipped {len(report['skipped'])} of {len(items)} files (reasons in {args.report})")
+        print(f"skipped {len(report['skipped'])} of {len(items)} files (reasons in {args.report})" if args.report else
+              f"skipped {len(report['skipped'])} of {len(items)} files:\n"
+              + "\n".join(f"  {s['path']}: {s['reason']}" for s in report["skipped"]))
     return 0
 
 
@@ -332,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["train", "val", "test", "all"], default="test",
                    help="with --data: which speaker-independent split (default test: the speakers the model "
                         "records as held out of its training)")
-    e.add_argument("--report", type=Path, required=True, help="report JSON to write (confusion PNGs go beside it)")
+    e.add_argument("--report", type=Path, help="report JSON to write, with per-class scores, the confusion matrix and "
+                   "each skipped file's reason (confusion PNGs go beside it); without it the summary is printed alone")
     e.add_argument("--model", help="model folder (default: the shipped model)")
     e.add_argument("--modalities", default="audio,face", help="audio, face or audio,face (default)")
     e.add_argument("--normalise", choices=["auto", "speaker", "file", "segment", "none"], default="auto",
