@@ -40,17 +40,20 @@ stage() {  # stage NAME ARGS...: `avemo train ARGS --out OUT/NAME`, unless it fi
 # 1. both branches and the heads they share, from nothing: each step one voice and one face batch
 #    (16 passes over the voices, ~24 over the faces; features: ~35 min once, then ~3.5 min an epoch)
 stage joint "${SPEECH[@]}" "${FACES[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --mixup 0.2 --epochs 16 --patience 16
-# 2-4. three more cosine cycles on the face alone, each from the one before (~45 min each);
+# 2. the voice again, from a fresh start, against those heads kept frozen (16 epochs, ~20 min): the voice
+#    learns their language undisturbed by the face's pull on them, as the shipped voice did
+stage voice "${SPEECH[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --init "$OUT/joint" --epochs 16
+# 3-5. three more cosine cycles on the face alone, each from the one before (~45 min each);
 #    the voice and the heads stay as they are
-previous=joint
+previous=voice
 for k in 2 3 4; do
   stage "face$k" "${FACES[@]}" "${ARCH[@]}" --init "$OUT/$previous" --warm --mixup 0.2 --lr 1e-3 \
     --weight-decay 0.05 --epochs 30 --patience 30
   previous=face$k
 done
-# 5. no training: the voice probe, each modality's temperature and the fusion gate, on all corpora
+# 6. no training: the voice probe, each modality's temperature and the fusion gate, on all corpora
 stage final "${SPEECH[@]}" "${FACES[@]}" --init "$OUT/$previous" --voice-probe --mirror-faces --max-faces 4 \
   "${VARIANTS[@]}" --epochs 0
-# 6. the ONNX graphs the default install runs
+# 7. the ONNX graphs the default install runs
 avemo export --onnx "$OUT/final" --model "$OUT/final"
 echo "recipe: done: $OUT/final"
