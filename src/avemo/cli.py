@@ -214,10 +214,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             if args.report:
                 confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))
             print(summary_line(task, report[task]))
-    if report["skipped"]:
-        print(f"skipped {len(report['skipped'])} of {len(items)} files (reasons in {args.report})" if args.report else
-              f"skipped {len(report['skipped'])} of {len(items)} files:\n"
-              + "\n".join(f"  {s['path']}: {s['reason']}" for s in report["skipped"]))
+    skipped = report["skipped"]
+    if skipped and args.report:
+        print(f"skipped {len(skipped)} of {len(items)} files (reasons in {args.report})")
+    elif skipped:
+        print(f"skipped {len(skipped)} of {len(items)} files:")
+        for file in skipped:
+            print(f"  {file['path']}: {file['reason']}")
     return 0
 
 
