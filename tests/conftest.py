@@ -62,22 +62,17 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     out["music_wav"] = _audio_only(NO_FACE_VIDEO, d / "music.wav")
     out["silence_wav"] = _audio_only(FACE_VIDEO, d / "silence.wav")
     out["speech_flac"] = Path(shutil.copy(HAPPY, d / "speech.flac"))
-    out["speech_cut_short"] = _part(HAPPY, 1.5, 0.2, d / "speech_cut_short.wav")
+    out["speech_cut_short"] = _audio_only(HAPPY, d / "speech_cut_short.wav", 1.5, 0.2)
     return out
 
 
-def _audio_only(video: Path, out: Path) -> Path:
-    """The real audio track of `video` as a 16 kHz WAV (music, or digital silence)."""
+def _audio_only(media: Path, out: Path, start: float = 0.0, seconds: float | None = None) -> Path:
+    """The real sound of `media` (music, digital silence, speech) as a 16 kHz WAV: all of it, or
+    `seconds` of it from `start`."""
     from avemo.media import load_audio
 
-    return write_wav(out, load_audio(video))
-
-
-def _part(audio: Path, start: float, seconds: float, out: Path) -> Path:
-    """`seconds` of a real recording's sound from `start`, as a 16 kHz WAV."""
-    from avemo.media import load_audio
-
-    return write_wav(out, load_audio(audio)[int(start * 16000):int((start + seconds) * 16000)])
+    end = None if seconds is None else int((start + seconds) * 16000)
+    return write_wav(out, load_audio(media)[int(start * 16000):end])
 
 
 def write_wav(out: Path, samples: np.ndarray, rate: int = 16000, floats: bool = False) -> Path:

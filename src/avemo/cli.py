@@ -206,14 +206,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate_items(model, items, modalities, progress=not args.quiet, normalise=args.normalise)
     if report["n"] == 0:
         raise AvemoError(f"none of the {len(items)} files could be judged (first: {report['skipped'][0]['reason']})")
+    tasks = [task for task in ("emotion", "sentiment") if report[task]["n"]]
     if args.report:
         with written_whole(args.report) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
-    for task in ("emotion", "sentiment"):
-        if report[task]["n"]:
-            if args.report:
-                confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))
-            print(summary_line(task, report[task]))
+        for task in tasks:
+            confusion_png(report[task], args.report.with_name(f"{args.report.stem}_{task}.png"))
+    for task in tasks:
+        print(summary_line(task, report[task]))
     skipped = report["skipped"]
     if skipped and args.report:
         print(f"skipped {len(skipped)} of {len(items)} files (reasons in {args.report})")
