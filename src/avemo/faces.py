@@ -187,8 +187,8 @@ class FaceDetector:
     two search ("blazeface", "haar"): both unless a benchmark asks for one alone."""
 
     def __init__(self, min_face_fraction: float = 0.08, detectors: tuple[str, ...] = ("blazeface", "haar")) -> None:
-        self._cascade = _frontal_cascade() if "haar" in detectors else None
-        self._blaze: BlazeFace | None = None  # opened at the first search: a tight still needs none
+        self._cascade: cv2.CascadeClassifier | None = None  # both opened at their first search:
+        self._blaze: BlazeFace | None = None  # a tight still needs neither
         self.min_face_fraction = min_face_fraction
         self.detectors = detectors
 
@@ -203,7 +203,9 @@ class FaceDetector:
         if "blazeface" in self.detectors:
             self._blaze = self._blaze or BlazeFace()
             found += [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
-        if self._cascade is not None:
+        if "haar" in self.detectors:
+            if self._cascade is None:
+                self._cascade = _frontal_cascade()
             # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
             for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
                 box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)
