@@ -88,7 +88,7 @@ BLAZE_SAME_FACE = 0.3
 #: Each detector's box redrawn as FER2013 frames its photos, so that every crop (the box with
 #: `crop_face`'s margin) is framed as the photos the face branch mostly learnt from. Measured on
 #: 1,149 FER2013 Training photos shown on a frame as the composite clips show them
-#: (the README's "Face finding"): FER2013's square is 1.012 BlazeFace widths a side (quartiles
+#: (docs/experiments.md, "Face finding"): FER2013's square is 1.012 BlazeFace widths a side (quartiles
 #: 0.93-1.12), its centre 0.104 widths above BlazeFace's (0.06-0.135); 0.832 Haar widths (0.78-0.90),
 #: centred on Haar's (Haar's own box cut 19% wider than the photo).
 FER_SIDE_PER_BLAZE_WIDTH = 1.012
