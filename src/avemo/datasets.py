@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AvemoError
-from .labels import UNKNOWN, derived_sentiment, emotion_index, sentiment_index
+from .labels import derived_sentiment, emotion_index, sentiment_index
 from .media import IMAGE_SUFFIXES
 
 log = logging.getLogger("avemo")
@@ -165,6 +165,3 @@ def load_spec(spec: str) -> list[Item]:
         raise AvemoError(f"data spec {spec!r}: no {kind} files found under {root}")
     return items
 
-
-def has_sentiment(item: Item) -> bool:
-    return item.sentiment != UNKNOWN

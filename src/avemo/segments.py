@@ -346,11 +346,6 @@ def plan_segments(duration: float, speech: list[tuple[float, float]], with_video
     return SpeechPlanner(with_video, settings).finish(speech, duration)
 
 
-def fixed_windows(duration: float, every: float, speech: list[tuple[float, float]]) -> list[Segment]:
-    """A whole file's windows of `every` seconds (see `WindowPlanner`)."""
-    return WindowPlanner(every).finish(speech, duration)
-
-
 _SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{1,3})\s*-->\s*(\d+):(\d\d):(\d\d)[,.](\d{1,3})")
 
 

@@ -101,7 +101,6 @@ class Job:
     progress: float = 0.0  # seconds of the media analysed so far
     error: str | None = None
     results: list = field(default_factory=list)
-    created: float = field(default_factory=time.time)
     ended: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
