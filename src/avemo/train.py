@@ -394,6 +394,82 @@ def _end_epoch(net: AvemoNet, opt: torch.optim.Optimizer, state: dict, branches:
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "run": run}, tmp)
 
 
+def _features(items: list, cfg: ModelConfig, s: TrainSettings, cache_dir: Path, workers: int) -> tuple[dict, dict]:
+    """Every file's training input, and each voice's augmented copies (`s.audio_variants`),
+    extracted once into the cache. All files at once, in the corpora's order: the cache shards
+    then stay the same whichever files a split (a seed, a cross-validation fold) puts where."""
+    features, variants = {}, {}
+    for modality in BRANCHES:
+        chosen = [i for i in items if i.modality == modality]
+        if chosen:
+            features.update(zip(chosen, cached_features(chosen, modality, cfg, cache_dir, workers)))
+        if chosen and modality == "audio":
+            for k in range(1, s.audio_variants + 1):
+                copies = cached_features(chosen, modality, cfg, cache_dir, workers, variant=k, noise_files=s.noise_files)
+                for item, copy in zip(chosen, copies):
+                    variants.setdefault(item, []).append(copy)
+    return features, variants
+
+
+def _branches(splits: dict[str, list], features: dict, variants: dict, cfg: ModelConfig,
+              s: TrainSettings) -> dict[str, dict[str, Branch]]:
+    """{modality: {split: Branch}}: each split's files of each modality with their features,
+    less the files that gave nothing to learn from (said in the log, not silently dropped)."""
+    branches: dict[str, dict[str, Branch]] = {}
+    step = 4 if cfg.audio_front == "whisper" else 1  # the cache holds the encoder's pooled states
+    for name, group in splits.items():
+        for modality in BRANCHES:
+            chosen = [i for i in group if i.modality == modality]
+            feats = [features[i] for i in chosen]
+            usable = [k for k, f in enumerate(feats) if (len(f[0]) or len(f[1]) if modality == "video" else len(f))]
+            if len(usable) < len(chosen):
+                why = {"audio": "no speech found", "face": "unreadable or no face found", "video": "neither speech nor a face"}[modality]
+                log.warning("%s %s: %d of %d files could not be used (%s); skipped",
+                            name, modality, len(chosen) - len(usable), len(chosen), why)
+                chosen, feats = [chosen[k] for k in usable], [feats[k] for k in usable]
+            copies = [[variants[i][k] for i in chosen] for k in range(s.audio_variants)] if modality == "audio" else None
+            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces, step, copies,
+                                                             cfg.voice_norm == "group", s.own_norm_share)
+    return branches
+
+
+def _test_scores(net: AvemoNet, branches: dict[str, dict[str, Branch]], active: list[str], normalised: bool) -> dict:
+    """Each trained branch's reports on its held-out test people, overall and per corpus; a
+    normalising voice also read each file alone (standardised by itself, as one short clip
+    is at inference), since by speaker is the figure a lone clip does not get."""
+    scores = {}
+    for m in active:
+        if len(branches[m]["test"]):
+            scores[m] = branch_reports(net, branches[m]["test"], by_corpus=True)
+            log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
+            for corpus, report in scores[m]["corpora"].items():
+                log.info("  %s", summary_line(f"test {m} emotion, {corpus}", report))
+    if normalised and "audio" in active and len(branches["audio"]["test"]):
+        test = branches["audio"]["test"]
+        test.by = "file"
+        scores["audio_alone"] = branch_reports(net, test, by_corpus=True)
+        test.by = "group"
+        log.info("%s", summary_line("test audio emotion, each file normalised alone", scores["audio_alone"]["emotion"]))
+        for corpus, report in scores["audio_alone"]["corpora"].items():
+            log.info("  %s", summary_line(f"test audio emotion alone, {corpus}", report))
+    return scores
+
+
+def _keep_init_record(training: dict, before: dict, s: TrainSettings, active: list[str]) -> None:
+    """What the parts kept from `--init` were trained on, and scored, stays on the new card:
+    its sizes, held-out people and test scores for the branches this run did not train, and
+    the run that trained them under "init" (a model refitted with --epochs 0 keeps its init's)."""
+    for key in ("sizes", "held_out", "test"):
+        training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
+    kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
+    if s.epochs == 0 and before.get("settings", {}).get("epochs") == 0 and "init" in before:
+        training["init"] = before["init"]  # it trained nothing either: the record of the run that did stays
+    else:
+        training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
+                            "settings": before.get("settings", {}), "history": before.get("history", []),
+                            **({"face_bf16": True} if before.get("face_bf16") else {})}
+
+
 def _join_ranks() -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this process joins the
     group: NCCL with one GPU per process where there are GPUs, else gloo on CPU."""
@@ -434,37 +510,12 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     torch.manual_seed(s.seed)
     items = [item for spec in data_specs for item in load_spec(spec)]
     splits = split_items(items, s.seed, s.val_speakers, s.test_speakers)
-    # features of all files at once, in the corpora's order: the cache shards then stay the
-    # same whichever files a split (a seed, a cross-validation fold) puts where
     if rank:
         torch.distributed.barrier()  # rank 0 fills the cache, the others then read it
-    features, variants = {}, {}
-    for modality in BRANCHES:
-        chosen = [i for i in items if i.modality == modality]
-        if chosen:
-            features.update(zip(chosen, cached_features(chosen, modality, cfg, cache_dir, workers)))
-        if chosen and modality == "audio":
-            for k in range(1, s.audio_variants + 1):
-                copies = cached_features(chosen, modality, cfg, cache_dir, workers, variant=k, noise_files=s.noise_files)
-                for item, copy in zip(chosen, copies):
-                    variants.setdefault(item, []).append(copy)
+    features, variants = _features(items, cfg, s, cache_dir, workers)
     if world > 1 and not rank:
         torch.distributed.barrier()
-    branches: dict[str, dict[str, Branch]] = {}
-    step = 4 if cfg.audio_front == "whisper" else 1  # the cache holds the encoder's pooled states
-    for name, group in splits.items():
-        for modality in BRANCHES:
-            chosen = [i for i in group if i.modality == modality]
-            feats = [features[i] for i in chosen]
-            usable = [k for k, f in enumerate(feats) if (len(f[0]) or len(f[1]) if modality == "video" else len(f))]
-            if len(usable) < len(chosen):
-                why = {"audio": "no speech found", "face": "unreadable or no face found", "video": "neither speech nor a face"}[modality]
-                log.warning("%s %s: %d of %d files could not be used (%s); skipped",
-                            name, modality, len(chosen) - len(usable), len(chosen), why)
-                chosen, feats = [chosen[k] for k in usable], [feats[k] for k in usable]
-            copies = [[variants[i][k] for i in chosen] for k in range(s.audio_variants)] if modality == "audio" else None
-            branches.setdefault(modality, {})[name] = Branch(modality, chosen, feats, cfg.max_faces, step, copies,
-                                                             cfg.voice_norm == "group", s.own_norm_share)
+    branches = _branches(splits, features, variants, cfg, s)
     active = [m for m in BRANCHES if len(branches[m]["train"])]
     if not active:
         raise AvemoError("no training files: every corpus given is empty in its train split")
@@ -550,21 +601,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
     probe = None
     if net.probe is not None and "audio" in active:  # fitted again by every run that has voices
         probe = fit_voice_probe(net, branches["audio"], s.own_norm_share, embed_branch)
-    scores = {}
-    for m in active:
-        if len(branches[m]["test"]):
-            scores[m] = branch_reports(net, branches[m]["test"], by_corpus=True)
-            log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
-            for corpus, report in scores[m]["corpora"].items():
-                log.info("  %s", summary_line(f"test {m} emotion, {corpus}", report))
-    if cfg.voice_norm == "group" and "audio" in active and len(branches["audio"]["test"]):
-        test = branches["audio"]["test"]
-        test.by = "file"  # each test utterance standardised alone, as a single short clip is at inference
-        scores["audio_alone"] = branch_reports(net, test, by_corpus=True)
-        test.by = "group"
-        log.info("%s", summary_line("test audio emotion, each file normalised alone", scores["audio_alone"]["emotion"]))
-        for corpus, report in scores["audio_alone"]["corpora"].items():
-            log.info("  %s", summary_line(f"test audio emotion alone, {corpus}", report))
+    scores = _test_scores(net, branches, active, cfg.voice_norm == "group")
     gate = train_fusion_gate(net, branches, s.seed)  # the test scores above are the branches' own: it changes none
     context = train_context_stage(net, branches, s.seed)
     if context:
@@ -582,15 +619,7 @@ def train(data_specs: list[str], out_dir: str | Path, settings: TrainSettings | 
         "test": {m: {task: _brief(r) if task != "corpora" else {c: _brief(x) for c, x in r.items()}
                      for task, r in rep.items()} for m, rep in scores.items()},
     }
-    if s.init:  # what the frozen parts were trained on, and scored, stays on the card
-        for key in ("sizes", "held_out", "test"):
-            training[key] = {**{m: v for m, v in before.get(key, {}).items() if m not in active}, **training[key]}
-        kept = ("audio", "face") if s.epochs == 0 else [m for m in ("audio", "face") if m not in active]
-        if s.epochs == 0 and before.get("settings", {}).get("epochs") == 0 and "init" in before:
-            training["init"] = before["init"]  # it trained nothing either: the record of the run that did stays
-        else:
-            training["init"] = {"from": str(s.init), "data": before.get("data", []), "kept": sorted(kept),
-                                "settings": before.get("settings", {}), "history": before.get("history", []),
-                                **({"face_bf16": True} if before.get("face_bf16") else {})}
+    if s.init:
+        _keep_init_record(training, before, s, active)
     save_model(net, out_dir, training)
     return scores
