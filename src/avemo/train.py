@@ -437,21 +437,20 @@ def _test_scores(net: AvemoNet, branches: dict[str, dict[str, Branch]], active: 
     """Each trained branch's reports on its held-out test people, overall and per corpus; a
     normalising voice also read each file alone (standardised by itself, as one short clip
     is at inference), since by speaker is the figure a lone clip does not get."""
-    scores = {}
-    for m in active:
-        if len(branches[m]["test"]):
-            scores[m] = branch_reports(net, branches[m]["test"], by_corpus=True)
-            log.info("%s", summary_line(f"test {m} emotion", scores[m]["emotion"]))
-            for corpus, report in scores[m]["corpora"].items():
-                log.info("  %s", summary_line(f"test {m} emotion, {corpus}", report))
+    def logged(scores: dict, overall: str, per_corpus: str) -> dict:
+        log.info("%s", summary_line(overall, scores["emotion"]))
+        for corpus, report in scores["corpora"].items():
+            log.info("  %s", summary_line(f"{per_corpus}, {corpus}", report))
+        return scores
+
+    scores = {m: logged(branch_reports(net, branches[m]["test"], by_corpus=True), f"test {m} emotion", f"test {m} emotion")
+              for m in active if len(branches[m]["test"])}
     if normalised and "audio" in active and len(branches["audio"]["test"]):
         test = branches["audio"]["test"]
         test.by = "file"
-        scores["audio_alone"] = branch_reports(net, test, by_corpus=True)
+        scores["audio_alone"] = logged(branch_reports(net, test, by_corpus=True),
+                                       "test audio emotion, each file normalised alone", "test audio emotion alone")
         test.by = "group"
-        log.info("%s", summary_line("test audio emotion, each file normalised alone", scores["audio_alone"]["emotion"]))
-        for corpus, report in scores["audio_alone"]["corpora"].items():
-            log.info("  %s", summary_line(f"test audio emotion alone, {corpus}", report))
     return scores
 
 
