@@ -204,8 +204,7 @@ class FaceDetector:
             self._blaze = self._blaze or BlazeFace()
             found += [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
         if "haar" in self.detectors:
-            if self._cascade is None:
-                self._cascade = _frontal_cascade()
+            self._cascade = self._cascade or _frontal_cascade()
             # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
             for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
                 box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)
