@@ -38,12 +38,12 @@ stage() {  # stage NAME ARGS...: `avemo train ARGS --out OUT/NAME`, unless it fi
 }
 
 # 1. both branches and the heads they share, from nothing: each step one voice and one face batch
-#    (16 passes over the voices, ~24 over the faces; features: ~35 min once, then ~3.5 min an epoch)
+#    (16 passes over the voices, ~24 over the faces; features: ~33 min once, then ~2.2 min an epoch)
 stage joint "${SPEECH[@]}" "${FACES[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --mixup 0.2 --epochs 16 --patience 16
-# 2. the voice again, from a fresh start, against those heads kept frozen (16 epochs, ~20 min): the voice
+# 2. the voice again, from a fresh start, against those heads kept frozen (16 epochs, ~15 min): the voice
 #    learns their language undisturbed by the face's pull on them, as the shipped voice did
 stage voice "${SPEECH[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --init "$OUT/joint" --epochs 16
-# 3-5. three more cosine cycles on the face alone, each from the one before (~45 min each);
+# 3-5. three more cosine cycles on the face alone, each from the one before (~28 min each);
 #    the voice and the heads stay as they are
 previous=voice
 for k in 2 3 4; do
