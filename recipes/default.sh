@@ -43,17 +43,20 @@ stage joint "${SPEECH[@]}" "${FACES[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --mixup 0
 # 2. the voice again, from a fresh start, against those heads kept frozen (16 epochs, ~15 min): the voice
 #    learns their language undisturbed by the face's pull on them, as the shipped voice did
 stage voice "${SPEECH[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --init "$OUT/joint" --epochs 16
-# 3-5. three more cosine cycles on the face alone, each from the one before (~28 min each);
+# 3. the face again, from a fresh start, against the heads kept frozen: one cosine cycle of 40 epochs
+#    (~40 min), as the shipped face began, where the joint stage's ~24 passes were shared with the voice
+stage face1 "${FACES[@]}" "${ARCH[@]}" --init "$OUT/voice" --mixup 0.2 --epochs 40 --patience 40
+# 4-6. three more cosine cycles on the face alone, each a warm restart from the one before (~28 min each);
 #    the voice and the heads stay as they are
-previous=voice
+previous=face1
 for k in 2 3 4; do
   stage "face$k" "${FACES[@]}" "${ARCH[@]}" --init "$OUT/$previous" --warm --mixup 0.2 --lr 1e-3 \
     --weight-decay 0.05 --epochs 30 --patience 30
   previous=face$k
 done
-# 6. no training: the voice probe, each modality's temperature and the fusion gate, on all corpora
+# 7. no training: the voice probe, each modality's temperature and the fusion gate, on all corpora
 stage final "${SPEECH[@]}" "${FACES[@]}" --init "$OUT/$previous" --voice-probe --mirror-faces --max-faces 4 \
   "${VARIANTS[@]}" --epochs 0
-# 7. the ONNX graphs the default install runs
+# 8. the ONNX graphs the default install runs
 avemo export --onnx "$OUT/final" --model "$OUT/final"
 echo "recipe: done: $OUT/final"

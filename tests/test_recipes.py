@@ -20,7 +20,7 @@ from avemo.cli import build_parser
 from .conftest import DATA, REPO
 
 RECIPE = REPO / "recipes" / "default.sh"
-STAGES = ["joint", "voice", "face2", "face3", "face4", "final"]
+STAGES = ["joint", "voice", "face1", "face2", "face3", "face4", "final"]
 
 STAND_IN = f"""#!{sys.executable}
 import json, os, sys
@@ -62,7 +62,8 @@ def test_the_stages_chain_each_from_the_one_before_on_corpora_that_exist(tmp_pat
     assert "--init" not in trains[0]  # from nothing but the corpora
     for before, after in zip(trains, trains[1:]):
         assert _value(after, "--init") == _value(before, "--out")
-    assert "--warm" not in trains[1] and "--warm" in trains[2]  # a fresh voice, then the face's further cycles
+    assert "--warm" not in trains[1] and "--warm" not in trains[2]  # a fresh voice, then a fresh face
+    assert all("--warm" in c for c in trains[3:-1])  # the face's further cycles, each from the one before
     assert _value(trains[-1], "--epochs") == "0"
     data = {c[i + 1] for c in trains for i, arg in enumerate(c) if arg == "--data"}
     kinds = {spec.split(":", 1)[0] for spec in data}
@@ -84,7 +85,7 @@ def test_the_first_stage_describes_the_shipped_architecture(tmp_path):
 def test_a_failed_stage_stops_the_recipe_and_a_rerun_goes_on_from_it(tmp_path):
     done, calls = _run(tmp_path, fail_at="face3")
     assert done.returncode != 0
-    assert [Path(_value(c, "--out")).name for c in calls] == ["joint", "voice", "face2", "face3"]
+    assert [Path(_value(c, "--out")).name for c in calls] == ["joint", "voice", "face1", "face2", "face3"]
     done, calls = _run(tmp_path)
     assert done.returncode == 0, done.stderr
     assert [Path(_value(c, "--out")).name for c in calls if c[0] == "train"] == ["face3", "face4", "final"]
