@@ -447,10 +447,12 @@ def _test_scores(net: AvemoNet, branches: dict[str, dict[str, Branch]], active: 
               for m in active if len(branches[m]["test"])}
     if normalised and "audio" in active and len(branches["audio"]["test"]):
         test = branches["audio"]["test"]
-        test.by = "file"
-        scores["audio_alone"] = logged(branch_reports(net, test, by_corpus=True),
-                                       "test audio emotion, each file normalised alone", "test audio emotion alone")
-        test.by = "group"
+        by, test.by = test.by, "file"
+        try:
+            scores["audio_alone"] = logged(branch_reports(net, test, by_corpus=True),
+                                           "test audio emotion, each file normalised alone", "test audio emotion alone")
+        finally:
+            test.by = by
     return scores
 
 
