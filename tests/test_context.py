@@ -77,7 +77,11 @@ def test_seed_systems_beat_the_majority_baseline(meld_vectors, tmp_path, arch):
     meta = json.loads((out / "config.json").read_text())
     test = meta["test"]
     assert meta["arch"] == arch and not test["collapsed"]
-    assert test["accuracy"] > test["majority_accuracy"] and test["weighted_f1"] > 0.31
+    # The loss balances the classes, so on 120 rows that are half neutral accuracy may sit near the majority
+    # share (59 of 120) while every class is read: the figures that tell that apart are the F1s, where always
+    # answering "neutral" scores a weighted F1 of 0.32 and a macro-F1 of 0.09 on these rows.
+    assert test["weighted_f1"] > 0.45 and test["macro_f1"] > 0.3
+    assert test["accuracy"] > 0.4
 
 
 def test_a_pickle_that_is_not_one(tmp_path, meld_vectors):
