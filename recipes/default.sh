@@ -41,10 +41,10 @@ stage() {  # stage NAME ARGS...: `avemo train ARGS --out OUT/NAME`, unless it fi
 #    (16 passes over the voices, ~24 over the faces; features: ~33 min once, then ~2.2 min an epoch)
 stage joint "${SPEECH[@]}" "${FACES[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --mixup 0.2 --epochs 16 --patience 16
 # 2. the voice again, from a fresh start, against those heads kept frozen (16 epochs, ~15 min): the voice
-#    learns their language undisturbed by the face's pull on them, as the shipped voice did
+#    learns their language undisturbed by the face's pull on them, as the six-run model's voice did
 stage voice "${SPEECH[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --init "$OUT/joint" --epochs 16
 # 3. the face again, from a fresh start, against the heads kept frozen: one cosine cycle of 40 epochs
-#    (~40 min), as the shipped face began, where the joint stage's ~24 passes were shared with the voice
+#    (~36 min), as the six-run model's face began, where the joint stage's ~24 passes were shared with the voice
 stage face1 "${FACES[@]}" "${ARCH[@]}" --init "$OUT/voice" --mixup 0.2 --epochs 40 --patience 40
 # 4-6. three more cosine cycles on the face alone, each a warm restart from the one before (~28 min each);
 #    the voice and the heads stay as they are
