@@ -22,7 +22,7 @@ def test_srt_and_csv_files_by_suffix(clips, tmp_path, capsys):
     srt = (tmp_path / "r.srt").read_text()
     assert srt.startswith("1\n00:00:00,000 --> ") and "[audio+face]" in srt
     assert main(["predict", str(clips["two_utterances"]), "--out", str(tmp_path / "r.csv")]) == 0
-    assert (tmp_path / "r.csv").read_text().splitlines()[0].startswith("file,start,end,emotion,")
+    assert (tmp_path / "r.csv").read_text().splitlines()[0].startswith("file,start,end,person,emotion,")
 
 
 def test_every_gives_fixed_windows_and_excludes_segments(clips, tmp_path, capsys):

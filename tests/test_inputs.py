@@ -159,7 +159,7 @@ def test_a_headerless_csv_of_two_numbers_is_start_end(tmp_path):
 
 def test_segments_work_for_a_list_of_files(model, clips):
     out = model.predict([clips["two_utterances"], clips["talking_face"]], segments=[Segment(0.0, 1.0), Segment(1.0, 2.5)])
-    assert [[(r.start, r.end) for r in rs] for rs in out.values()] == [[(0.0, 1.0), (1.0, 2.5)]] * 2
+    assert [[(r.start, r.end) for r in rs] for rs in out] == [[(0.0, 1.0), (1.0, 2.5)]] * 2
 
 
 # ------------------------------------------------------------------ one line, exit 1
@@ -301,9 +301,9 @@ def test_list_gives_the_same_results_and_failures_as_the_cli_batch(model, clips,
     files = [clips["speech_flac"], clips["empty"], MEDIA / "single_face.jpg"]
     out = model.predict(files)
     assert main(["-q", "predict", *map(str, files), "--out", str(tmp_path / "r.jsonl")]) == 1
-    assert "empty file (0 bytes)" in capsys.readouterr().err and "empty file (0 bytes)" in str(out[str(clips["empty"])])
+    assert "empty file (0 bytes)" in capsys.readouterr().err and "empty file (0 bytes)" in str(out[1])
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    api = [(f, r.emotion, r.emotion_probs) for f, rs in out.items() if not isinstance(rs, AvemoError) for r in rs]
+    api = [(str(f), r.emotion, r.emotion_probs) for f, rs in zip(files, out) if not isinstance(rs, AvemoError) for r in rs]
     assert [(r["file"], r["emotion"], r["emotion_probs"]) for r in rows] == api
 
 

@@ -13,7 +13,7 @@ from avemo.segments import Segment
 
 from .conftest import DATA, FACE_VIDEO, HAPPY, MEDIA
 
-KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box"}
+KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box", "person"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_fixed_windows_give_a_curve_over_the_whole_video(model, clips):
     voiced = [r.start for r in results if "audio" in r.modalities]
     assert 0.0 in voiced and (6.0 in voiced or 9.0 in voiced) and 12.0 not in voiced
     assert all("face" in r.modalities for r in results)
-    with pytest.raises(AvemoError, match="--every must be a positive number"):
+    with pytest.raises(AvemoError, match="every must be a finite number of seconds, at least 0.5"):
         model.predict(clips["two_utterances"], every=0)
 
 
@@ -136,9 +136,11 @@ def test_frame_indexed_by_file_start_end(model, clips):
 def test_list_of_files_reports_the_bad_one_and_finishes_the_rest(model, clips):
     files = [clips["speech_flac"], clips["text_as_mp4"], MEDIA / "single_face.jpg"]
     out = model.predict(files)
-    assert list(out) == [str(f) for f in files]  # in order, none dropped unseen
-    assert isinstance(out[str(clips["text_as_mp4"])], AvemoError) and "not a readable media file" in str(out[str(clips["text_as_mp4"])])
-    assert out[str(clips["speech_flac"])][0].modalities == ["audio"] and out[str(MEDIA / "single_face.jpg")][0].faces == 1
+    assert len(out) == 3  # in order, none dropped unseen
+    assert isinstance(out[1], AvemoError) and "not a readable media file" in str(out[1])
+    assert out[0][0].modalities == ["audio"] and out[2][0].faces == 1
+    twice = model.predict([files[0], files[0]])  # a file listed twice is there twice
+    assert len(twice) == 2 and twice[0] == twice[1] == out[0]
     frame = model.predict(files, as_frame=True)
     assert frame.index.get_level_values("file").nunique() == 3
     failed = frame[frame["error"].notna()]

@@ -22,6 +22,23 @@ from avemo.composite import looped  # noqa: E402
 from .conftest import FACE_VIDEO, MEDIA, REPO  # noqa: E402
 
 SAMPLE = REPO / "examples" / "sample.mp4"
+TOKEN = "s3cret-and-long-enough"
+
+
+def analysis_processes(server: int) -> list[int]:
+    """The server's analysis workers: its children started by multiprocessing's spawn (not its resource tracker)."""
+    children = [int(pid) for task in Path(f"/proc/{server}/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    return [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def at_once(calls: list) -> None:
+    """Run `calls` each on a thread of its own, all at once, and wait for them."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
 
 
 def free_port() -> int:
@@ -102,6 +119,13 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def stills(tmp_path_factory):
+    from avemo.composite import still_variants
+
+    return still_variants(MEDIA / "single_face.jpg", tmp_path_factory.mktemp("stills"))
+
+
+@pytest.fixture(scope="module")
 def cli_json(tmp_path_factory):
     """What `avemo predict --format json` says of a file (the schema the API must give)."""
     def run(path: Path) -> dict:
@@ -133,7 +157,8 @@ def test_upload_poll_fetch_every_format_and_delete(server, cli_json):
     assert doc["file"] == "sample.mp4" and same_segments(doc["segments"], expected["segments"])  # the CLI's schema and answers
     status, raw, headers = server.request("GET", f"/v1/jobs/{job['id']}/segments?format=csv")
     assert status == 200 and headers["content-type"].startswith("text/csv")
-    assert raw.decode().splitlines()[0].startswith("file,start,end,emotion,") and len(raw.decode().splitlines()) == 1 + len(doc["segments"])
+    lines = raw.decode().splitlines()
+    assert lines[0].startswith("file,start,end,person,emotion,") and len(lines) == 1 + len(doc["segments"])
     status, raw, _ = server.request("GET", f"/v1/jobs/{job['id']}/segments?format=srt")
     assert raw.decode().startswith("1\n00:00:00,000 --> ")
     status, raw, headers = server.request("GET", f"/v1/jobs/{job['id']}/media", headers={"Range": "bytes=0-99"})
@@ -186,6 +211,66 @@ def test_bad_uploads_get_4xx_with_avemos_line_and_the_server_stays_up(server, da
     assert sorted(server.tmp.rglob("*")) == kept  # nothing of it kept
 
 
+@pytest.mark.parametrize("name", ["png_rgb24", "png_rgba", "png_gray", "png_ya8", "png_gray16be", "png_palette", "webp"])
+def test_a_photo_in_any_storage_is_answered_and_the_server_stays_up(server, stills, name):
+    """A PNG with a face once crashed the server's whole process (PyAV freeing its side data twice)."""
+    status, doc = server.upload(stills[name], endpoint="/v1/predict")
+    assert status == 200 and doc["segments"][0]["faces"] == 1
+    status, job = server.upload(stills[name])
+    assert status == 201 and server.wait(job["id"])["status"] == "done"
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_a_failed_jobs_segments_answer_with_its_error(server):
+    status, job = server.upload(MEDIA / "no_face.mp4", modalities="face")  # a picture without a face: nothing to judge
+    assert status == 201 and server.wait(job["id"])["status"] == "failed"
+    for fmt in ("json", "csv", "srt"):
+        status, raw, _ = server.request("GET", f"/v1/jobs/{job['id']}/segments?format={fmt}")
+        assert status == 422 and "no face in any frame" in json.loads(raw)["error"]
+
+
+def test_a_worker_killed_mid_job_fails_that_job_and_the_server_goes_on(tmp_path):
+    long_video = looped(FACE_VIDEO, 1.0, tmp_path / "minute.mp4")
+    srv = Server(tmp_path / "serve", "--queue", "2", "--workers", "1")
+    try:
+        status, job = srv.upload(long_video)
+        assert status == 201
+        deadline = time.time() + 60
+        while json.loads(srv.request("GET", f"/v1/jobs/{job['id']}")[1])["progress"] <= 0 and time.time() < deadline:
+            time.sleep(0.1)
+        (worker,) = analysis_processes(srv.proc.pid)
+        os.kill(worker, signal.SIGKILL)  # as a decoder's segfault or the out-of-memory killer would
+        state = srv.wait(job["id"])
+        assert state["status"] == "failed"
+        assert state["error"].startswith("minute.mp4: the analysis stopped: its process ended (killed by SIGKILL)")
+        assert srv.request("GET", "/healthz")[0] == 200
+        status, doc = srv.upload(MEDIA / "single_face.jpg", endpoint="/v1/predict")  # a fresh worker takes the next
+        assert status == 200 and doc["segments"][0]["faces"] == 1
+        (idle,) = analysis_processes(srv.proc.pid)
+        os.kill(idle, signal.SIGKILL)  # a worker that dies while it waits for work
+        status, doc = srv.upload(MEDIA / "single_face.jpg", endpoint="/v1/predict")
+        assert status == 200 and doc["segments"][0]["faces"] == 1
+    finally:
+        assert srv.stop() == 0
+
+
+def test_answers_at_once_are_bounded_by_the_queue(tmp_path):
+    srv = Server(tmp_path / "serve", "--queue", "1", "--workers", "1")
+    codes = []
+    try:
+        at_once([lambda: codes.append(srv.upload(SAMPLE, endpoint="/v1/predict")[0])] * 6)
+    finally:
+        srv.stop()
+    assert len(codes) == 6 and 200 in codes and 429 in codes and set(codes) <= {200, 429}
+
+
+def test_a_token_too_short_to_resist_guessing_is_refused():
+    proc = subprocess.run([sys.executable, "-m", "avemo", "serve", "--port", str(free_port()), "--token", "abc"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("avemo: error: --token is 3 characters: give at least 16") and "secrets" in proc.stderr
+
+
 def test_a_bad_option_is_refused(server):
     status, doc = server.upload(MEDIA / "single_face.jpg", modalities="smell")
     assert status == 422 and "modalities must be audio and/or face" in doc["error"]
@@ -209,12 +294,12 @@ def test_a_non_loopback_bind_needs_a_token(tmp_path):
                              capture_output=True, text=True, timeout=60, env={**os.environ, "AVEMO_TOKEN": ""})
     assert refused.returncode == 1
     assert refused.stderr.strip() == "avemo: error: --host 0.0.0.0 is reachable from other machines: give --token (or set AVEMO_TOKEN)"
-    srv = Server(tmp_path, "--host", "0.0.0.0", "--token", "s3cret", token="s3cret")
+    srv = Server(tmp_path, "--host", "0.0.0.0", "--token", TOKEN, token=TOKEN)
     try:
         assert srv.request("GET", "/healthz", auth=False)[0] == 401
         assert srv.request("GET", "/healthz", headers={"Authorization": "Bearer wrong"}, auth=False)[0] == 401
         assert srv.request("GET", "/healthz")[0] == 200
-        assert srv.request("GET", "/healthz?token=s3cret", auth=False)[0] == 200
+        assert srv.request("GET", f"/healthz?token={TOKEN}", auth=False)[0] == 200
         assert srv.upload(MEDIA / "single_face.jpg", endpoint="/v1/predict")[0] == 200
     finally:
         srv.stop()
@@ -232,11 +317,7 @@ def test_concurrent_uploads_all_finish_with_the_clis_results(tmp_path, cli_json)
         answers[path] = json.loads(srv.request("GET", f"/v1/jobs/{job['id']}/segments")[1])
 
     try:
-        threads = [threading.Thread(target=one, args=(f,)) for f in files]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        at_once([lambda f=f: one(f) for f in files])
     finally:
         srv.stop()
     assert set(answers) == set(files)

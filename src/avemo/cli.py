@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -57,19 +58,47 @@ def _hidden(relative: Path) -> bool:
 
 
 def _manifest_paths(manifest: Path) -> list[Path]:
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "path" not in rows[0]:
-        raise AvemoError(f"{manifest}: a manifest needs a 'path' column")
+    with open(manifest, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or ()):
+            raise AvemoError(f"{manifest}: a manifest needs a 'path' column")
+        rows = list(reader)
+    if not rows:
+        raise AvemoError(f"{manifest}: the manifest lists no files (a 'path' header and no rows)")
     return [manifest.parent / row["path"] for row in rows]
+
+
+def shown(name: object) -> str:
+    """A file name as outputs and messages show it: valid UTF-8, bytes that are not written as
+    `\\xff` (a name from a disk with another encoding), not as lone surrogates no UTF-8 reader takes."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before any work, an output that cannot be written: a folder that cannot be
+    made or written to, or a disk without room for a first block. Devices (/dev/stdout) are
+    written as they are."""
+    if out.exists() and not out.is_file():
+        return
+    probe = out.with_name(f".{out.name}.avemo-probe")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise AvemoError(f"cannot write --out {shown(out)}: {exc.strerror or exc}") from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .predict import load_model
-    from .segments import read_segments
-    from .writers import RESUMABLE, STREAMED, WRITERS, finished_files, write_csv, write_table
+    from .segments import read_segments, window_length
+    from .writers import RESUMABLE, STREAMED, WRITERS, finished_files, write_csv, write_people, write_table
 
     paths = expand_inputs(args.inputs)
     fmt = _output_format(args)
@@ -81,12 +110,16 @@ def _predict(args: argparse.Namespace) -> int:
         raise AvemoError("--segments applies to one input file")
     if args.segments and args.every:
         raise AvemoError("give --segments or --every, not both")
+    people = args.people == "on"
     modalities = tuple(m.strip() for m in args.modalities.split(","))
+    window_length(args.every)
+    if args.out:
+        check_writable(args.out)
     if args.engine == "ray":
         from .distribute import predict_ray
 
-        if args.segments or not args.out:
-            raise AvemoError("--engine ray needs --out NAME.parquet and takes no --segments")
+        if args.segments or not args.out or people:
+            raise AvemoError("--engine ray needs --out NAME.parquet and takes no --segments (nor --people, yet)")
         frame = predict_ray(paths, args.out, args.model, args.every, modalities, args.address, args.workers,
                             resume=args.resume)
         failed = frame["error"].notna().sum()
@@ -97,44 +130,48 @@ def _predict(args: argparse.Namespace) -> int:
         raise AvemoError(f"--batch-files must be 1 or more, not {args.batch_files}")
     model = load_model(args.model, runtime=args.runtime, device=args.device)
     model.normaliser(args.normalise)  # a mode the model was not trained for: said once, before any file
+    model.voices(people, args.speakers)  # people of a model without a voiceprint, or a bad --speakers: said once
     segments = read_segments(args.segments) if args.segments else None
     done = finished_files(args.out, fmt) if args.resume else set()
     if args.resume and done:
         print(f"avemo: resuming: {len(done)} files already in {args.out}", file=sys.stderr)
-    todo = [p for p in paths if str(p) not in done]
+    todo = [p for p in paths if shown(p) not in done]
     results, failed = {}, 0
     with ExitStack() as stack:
         # table, csv and jsonl are written segment by segment, as results come (an interrupted
         # batch keeps what it finished; --resume goes on from there); json and srt once, at the end
         sink = None
         if fmt in STREAMED:
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
             sink = stack.enter_context(open(args.out, "a" if done else "w", encoding="utf-8", newline="")) \
                 if args.out else sys.stdout
             if fmt == "csv" and not done:
                 write_csv({}, sink)
         show_bar = len(todo) > 1 and not args.quiet
         for path, stream in tqdm(_outcomes(model, todo, segments, args.every, modalities, args.batch_files,
-                                           args.normalise),
+                                           args.normalise, people, args.speakers),
                                  total=len(todo), disable=not show_bar, unit="file", file=sys.stderr):
             found = []
             try:
                 for result in stream:
                     if sink is not None:
                         if fmt == "table" and not found:
-                            write_table({str(path): []}, sink)
-                        STREAMED[fmt]({str(path): [result]}, sink)
+                            write_table({shown(path): []}, sink)
+                        STREAMED[fmt]({shown(path): [result]}, sink)
                         sink.flush()
                     found.append(result)
             except AvemoError as exc:
                 failed += 1
-                tqdm.write(f"avemo: error: {exc}", file=sys.stderr)
+                tqdm.write(f"avemo: error: {shown(exc)}", file=sys.stderr)
                 continue
+            if fmt == "table" and sink is not None:
+                write_people(found, sink)
             if sink is None:
-                results[str(path)] = found
+                results[shown(path)] = found
     if results:
-        if args.out:
+        if args.out and not args.out.is_file() and args.out.exists():  # a device: written as it is
+            with open(args.out, "w", encoding="utf-8", newline="") as f:
+                WRITERS[fmt](results, f)
+        elif args.out:
             with written_whole(args.out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
                 WRITERS[fmt](results, f)
         else:
@@ -144,16 +181,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _outcomes(model, paths: list[Path], segments, every, modalities, batch_files: int, normalise: str):
+def _outcomes(model, paths: list[Path], segments, every, modalities, batch_files: int, normalise: str, people: bool,
+              speakers: int | None):
     """(path, its results as they come) in order: one file at a time, each streamed from its
     pipeline; or `batch_files` at once (`Model.predict_files`), each file's whole, its error
     raised as the streaming path raises it."""
     if batch_files == 1:
         for path in paths:
-            yield path, model.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise)
+            yield path, model.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise,
+                                     people=people, speakers=speakers)
         return
     for path, outcome in model.predict_files(paths, segments, every, modalities, batch_files=batch_files,
-                                             normalise=normalise):
+                                             normalise=normalise, people=people, speakers=speakers):
         yield path, _replayed(outcome)
 
 
@@ -319,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalise", choices=["auto", "file", "segment", "none"], default="auto",
                    help="for a model trained on normalised voices: standardise each voice by the file's speech "
                         "(auto for such a model), by its segment alone, or not (none: models trained without)")
+    p.add_argument("--people", choices=["on", "off"], default="off",
+                   help="on: tell the voices apart: each speech segment cut where the voice changes and marked with "
+                        "whose it is (P1, P2, ...: anonymous, per file), each voice normalised by its own speech, and a "
+                        "summary per person (default off)")
+    p.add_argument("--speakers", type=int, metavar="N", help="with --people on: how many people speak, if you know")
     p.add_argument("--batch-files", type=int, default=1, metavar="N",
                    help="analyse N files at once, their network calls batched together (for a GPU; default 1)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
@@ -444,6 +488,8 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
     """-q and --debug, accepted before the command and after it (`default`: SUPPRESS on the
     commands, so that their absence there leaves what was given before)."""
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar or warnings")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="say what was chosen on the way (the audio track used, ...)")
     parser.add_argument("--debug", action="store_true", default=default,
                         help="show the traceback of an internal error (a bug to report)")
 
@@ -469,17 +515,22 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: a user's mistake is one line and exit 1; anything else (a bug) is
     one line and exit 2, with its traceback under --debug."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.quiet, verbose=args.command == "train")
+    _setup_logging(args.quiet, verbose=args.command == "train" or args.verbose or args.debug)
     try:
         return args.func(args)
     except AvemoError as exc:
-        print(f"avemo: error: {exc}", file=sys.stderr)
+        print(f"avemo: error: {shown(exc)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # the disk or the system refused: what and where, not an internal error
+        where = exc.filename if exc.filename is not None else getattr(args, "out", None)
+        said = exc.strerror or str(exc)
+        print(f"avemo: error: {shown(where) + ': ' if where else ''}{said}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("avemo: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     except Exception as exc:  # a bug: said in one line, its traceback on request
         if args.debug:
             raise

@@ -205,3 +205,49 @@ def looped(src: Path, minutes: float, out: Path) -> Path:
                 packet.stream = outs[i]
                 dst.mux(packet)
     return out
+
+
+#: The pixel formats a PNG is stored in, as FFmpeg's PNG encoder writes them (and a palette, by hand).
+PNG_FORMATS = ("rgb24", "rgba", "gray", "ya8", "gray16be", "rgb48be")
+
+
+def still_variants(photo: str | Path, folder: str | Path, width: int = 640) -> dict[str, Path]:
+    """`photo` stored the ways a user's stills come: a PNG in each of `PNG_FORMATS` and with a
+    palette, and JPEG, WebP, TIFF and BMP, `width` pixels wide, written by FFmpeg as `ffmpeg -i
+    photo.jpg out.png` writes them (the photo's ICC profile carried over: what crashed PyAV's
+    side-data reading, issue 44)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with av.open(str(photo)) as src:
+        frame = next(src.decode(video=0))
+    height = round(frame.height * width / frame.width / 2) * 2
+    out = {}
+    for name, codec, fmt in [*((f"png_{f}", "png", f) for f in PNG_FORMATS), ("jpeg", "mjpeg", "yuvj420p"),
+                             ("webp", "libwebp", "yuv420p"), ("tiff", "tiff", "rgb24"), ("bmp", "bmp", "bgr24")]:
+        suffix = {"png": "png", "mjpeg": "jpg", "libwebp": "webp", "tiff": "tif", "bmp": "bmp"}[codec]
+        path = folder / f"{name}.{suffix}"
+        with av.open(str(path), "w", format="image2") as dst:
+            stream = dst.add_stream(codec, rate=1)
+            stream.width, stream.height, stream.pix_fmt = width, height, fmt
+            for packet in [*stream.encode(frame.reformat(width=width, height=height, format=fmt)), *stream.encode()]:
+                dst.mux(packet)
+        out[name] = path
+    grey = frame.reformat(width=width, height=height, format="gray").to_ndarray()
+    out["png_palette"] = _palette_png(grey, folder / "png_palette.png")
+    return out
+
+
+def _palette_png(grey: np.ndarray, out: Path) -> Path:
+    """A grey picture as a palette PNG (colour type 3: 256 grey entries), which FFmpeg's encoder cannot write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = grey.shape
+    rows = b"".join(b"\0" + grey[y].astype(np.uint8).tobytes() for y in range(height))
+    out.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+                    + chunk(b"PLTE", bytes(np.repeat(np.arange(256, dtype=np.uint8), 3)))
+                    + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return out

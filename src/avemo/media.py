@@ -10,6 +10,7 @@ before the break, with a warning, rather than nothing.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import queue
@@ -63,6 +64,13 @@ def probe(path: str | Path) -> MediaInfo:
     """Open `path` and describe its streams, or raise AvemoError saying why it can't be used."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise AvemoError(f"{path}: a symbolic link loop (the link leads back to itself)") from None
+            raise AvemoError(f"{path}: a broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise AvemoError(f"{path}: no such file")
     if path.is_dir():
         raise AvemoError(f"{path}: is a folder, not a media file")
@@ -85,7 +93,8 @@ def probe(path: str | Path) -> MediaInfo:
         track = speech_track(path) if tracks > 1 else 0 if has_audio else None  # one track: nothing to listen to
     except av.FFmpegError as exc:
         raise _unreadable(path, exc) from None
-    is_image = has_video and not has_audio and (path.suffix.lower() in IMAGE_SUFFIXES or still_format)
+    # what the file holds decides, not its name: a video renamed .jpg is still a video
+    is_image = has_video and not has_audio and still_format
     if not has_audio and not has_video:
         raise AvemoError(f"{path}: has neither an audio nor a video stream")
     if is_image:
@@ -157,7 +166,8 @@ def _upright_size(path: str | Path) -> tuple[int, int]:
             frame = None
         if frame is None:
             return (0, 0) if _is_still(container) else (stream.codec_context.width, stream.codec_context.height)
-    return (frame.height, frame.width) if orientation(frame) in TURNED else (frame.width, frame.height)
+        turned = orientation(frame, _is_still(container)) in TURNED
+    return (frame.height, frame.width) if turned else (frame.width, frame.height)
 
 
 def _is_still(container: av.container.InputContainer) -> bool:
@@ -169,19 +179,28 @@ def _is_still(container: av.container.InputContainer) -> bool:
 TURNED = frozenset({"clock", "cclock", "clock_flip", "cclock_flip"})
 
 
-def orientation(frame: av.VideoFrame) -> str | None:
+def orientation(frame: av.VideoFrame, still: bool = False) -> str | None:
     """How a frame must be turned to be shown upright, from the display matrix the container
     gives it (phones store portrait video sideways plus such a matrix; FFmpeg gives a JPEG's
     EXIF orientation the same way): None, "clock", "cclock" (90 degrees either way),
     "clock_flip", "cclock_flip" (a transposition), "hflip", "vflip" or "hvflip" (180 degrees).
 
     The same choice as ffmpeg's autorotate (fftools): the rotation read off the matrix,
-    then the signs of its entries for the mirrored cases."""
+    then the signs of its entries for the mirrored cases.
+
+    A still image (`still`) is read by its rotation alone, through PyAV's own reading of the
+    matrix: PyAV's `frame.side_data` wraps each side data's metadata in a dictionary it then
+    frees a second time, and the still-image decoders attach metadata (a PNG's ICC profile
+    name, FFmpeg 8's EXIF): reading it there crashed the process when the frame was freed
+    (issue 44's PNG segfault). Video decoders attach none, and video needs the mirrored cases;
+    photos do not (cameras write EXIF orientations 1, 3, 6 and 8: no mirror)."""
+    if still:
+        return _ROTATED.get(round(frame.rotation))
     try:
         matrix = next((np.frombuffer(bytes(sd), np.int32) for sd in frame.side_data
                        if str(sd.type).endswith("DISPLAYMATRIX")), None)
-    except ValueError:  # side data of a kind PyAV does not know (a JPEG's EXIF): the rotation alone, no mirror
-        return {90: "cclock", -90: "clock", 180: "hvflip", -180: "hvflip"}.get(round(frame.rotation))
+    except ValueError:  # side data of a kind PyAV does not know: the rotation alone, no mirror
+        return _ROTATED.get(round(frame.rotation))
     if matrix is None or len(matrix) < 9:
         return None
     a, b, c, d = (float(v) / 65536 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
@@ -198,6 +217,10 @@ def orientation(frame: av.VideoFrame) -> str | None:
     if abs(theta) < 1 and matrix[4] < 0:
         return "vflip"
     return None
+
+
+#: `frame.rotation` (degrees, as PyAV reads the display matrix) to the turn that shows it upright.
+_ROTATED = {90: "cclock", -90: "clock", 270: "clock", -270: "cclock", 180: "hvflip", -180: "hvflip"}
 
 
 def upright(grey: np.ndarray, how: str | None) -> np.ndarray:
@@ -430,7 +453,7 @@ def iter_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarra
                     if t + 1e-6 < next_t:
                         continue
                     if how is False:  # the display matrix, read once: the same for every frame of a stream
-                        how = orientation(frame)
+                        how = orientation(frame, _is_still(container))
                     yield t, upright(_grey(frame, size), how)
                     next_t = (int(t / step + 1e-6) + 1) * step
             except av.FFmpegError as exc:

@@ -48,3 +48,56 @@ def summary_line(name: str, report: dict) -> str:
     flag = "  COLLAPSED to one class" if report["collapsed"] else ""
     return (f"{name}: n={report['n']} accuracy {report['accuracy']:.3f} (majority {report['majority_accuracy']:.3f}) "
             f"macro-F1 {report['macro_f1']:.3f} weighted-F1 {report['weighted_f1']:.3f} UAR {report['uar']:.3f}{flag}")
+
+
+def diarisation_error(reference: list[tuple[float, float, str]], hypothesis: list[tuple[float, float, object]],
+                      collar: float = 0.25, step: float = 0.01) -> dict:
+    """Diarisation error rate, as NIST scores it: missed speech, false alarms and speaker confusion
+    over the reference's speech, in `step`-second frames, `collar` seconds either side of each
+    reference boundary not scored, the hypothesis's voices mapped to the reference's people in
+    the way that errs least. Overlapped speech counts once per person speaking."""
+    end = max([e for _, e, _ in reference] + [e for _, e, _ in hypothesis] + [0.0])
+    frames = int(np.ceil(end / step)) + 1
+    people, voices = sorted({p for *_, p in reference}), sorted({str(v) for *_, v in hypothesis})
+
+    def grid(turns, names) -> np.ndarray:
+        g = np.zeros((frames, max(1, len(names))), bool)
+        for a, b, who in turns:
+            g[int(round(a / step)):int(round(b / step)), names.index(str(who))] = True
+        return g
+
+    ref, hyp = grid(reference, people), grid(hypothesis, voices)
+    scored = np.ones(frames, bool)
+    for a, b, _ in reference:
+        for t in (a, b):
+            scored[max(0, int(round((t - collar) / step))):int(round((t + collar) / step))] = False
+    ref, hyp = ref[scored], hyp[scored]
+    k = max(ref.shape[1], hyp.shape[1])
+    ref, hyp = np.pad(ref, ((0, 0), (0, k - ref.shape[1]))), np.pad(hyp, ((0, 0), (0, k - hyp.shape[1])))
+    overlap = ref.T.astype(int) @ hyp.astype(int)  # frames person i and voice j speak together
+    mapping = _best_mapping(overlap)
+    n_ref, n_hyp = ref.sum(1), hyp.sum(1)
+    correct = (ref & hyp[:, mapping]).sum(1)
+    missed = np.maximum(n_ref - n_hyp, 0).sum()
+    false_alarm = np.maximum(n_hyp - n_ref, 0).sum()
+    confusion = (np.minimum(n_ref, n_hyp) - correct).sum()
+    total = max(int(n_ref.sum()), 1)
+    return {"der": float((missed + false_alarm + confusion) / total), "missed": float(missed / total),
+            "false_alarm": float(false_alarm / total), "confusion": float(confusion / total),
+            "speech_s": float(n_ref.sum() * step), "people": len(people), "voices": len(voices)}
+
+
+def _best_mapping(overlap: np.ndarray) -> np.ndarray:
+    """For each person (row), the voice (column) it is matched with, one-to-one, most overlap in
+    all: every ordering for up to 7, greedily beyond."""
+    from itertools import permutations
+
+    k = len(overlap)
+    if k <= 7:
+        best = max(permutations(range(k)), key=lambda p: sum(overlap[i, p[i]] for i in range(k)))
+        return np.array(best)
+    mapping, taken = np.full(k, -1), set()
+    for i, j in sorted(np.ndindex(k, k), key=lambda ij: -overlap[ij]):
+        if mapping[i] < 0 and j not in taken:
+            mapping[i], taken = j, taken | {j}
+    return mapping

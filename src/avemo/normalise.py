@@ -76,7 +76,8 @@ class Normaliser:
     """How one run of `predict` standardises its segments' voice frames:
 
     - "file": by all of the file's speech heard so far, the batch being judged included (a
-      file of up to eight speech segments is judged in one batch: by all of its speech);
+      file of up to eight speech segments is judged in one batch: by all of its speech); where
+      people are told apart (`predict(people=True)`), by that person's speech alone;
     - "segment": each segment by its own frames (what a model trained with
       `own_norm_share` has also learnt to read);
     - fixed statistics (`Normaliser.fixed`): a speaker's, gathered first over all of that
@@ -89,14 +90,17 @@ class Normaliser:
             raise ValueError(mode)
         self.mode, self.fixed_stats, self.collected = mode, stats, collect
         self._file = RunningStats()
+        self._people: dict[str, RunningStats] = {}  # each person's speech, where people are told apart
 
     @classmethod
     def fixed(cls, stats: Stats) -> Normaliser:
         """By `stats`, gathered beforehand (a speaker's)."""
         return cls("speaker", stats)
 
-    def __call__(self, rows: list[np.ndarray]) -> list[np.ndarray]:
-        """Each segment's frames (T_i, D) as the voice branch reads them: (T_i, 2D), `paired`."""
+    def __call__(self, rows: list[np.ndarray], people: Sequence[str | None] | None = None) -> list[np.ndarray]:
+        """Each segment's frames (T_i, D) as the voice branch reads them: (T_i, 2D), `paired`. In
+        "file" mode, rows of a known person (`people`: each row's, None where unknown) are
+        standardised by that person's speech heard so far, the others by the whole file's."""
         if self.collected is not None:
             for r in rows:
                 self.collected.add(r)
@@ -104,7 +108,11 @@ class Normaliser:
             return [paired(r, group_stats([r])) for r in rows]
         if self.mode == "speaker":
             return [paired(r, self.fixed_stats) for r in rows]
-        for r in rows:
+        people = list(people) if people is not None else [None] * len(rows)
+        for r, who in zip(rows, people):
             self._file.add(r)
-        stats = self._file.stats()
-        return [paired(r, stats) for r in rows]
+            if who is not None:
+                self._people.setdefault(who, RunningStats()).add(r)
+        stats = {who: running.stats() for who, running in self._people.items()}
+        whole = self._file.stats()
+        return [paired(r, stats.get(who, whole)) for r, who in zip(rows, people)]

@@ -9,6 +9,7 @@ signal, and returns results or, on request, a DataFrame indexed by (file, start,
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -20,10 +21,12 @@ import numpy as np
 
 from .audio import MelSettings, voice_features
 from .config import ModelConfig
+from .diarise import Voices
 from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, FaceTracker, inside_frame, main_track
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .normalise import Normaliser
+from .people import PeoplePlanner
 from .runtime import Runtime, SharedRuntime, open_runtime, softmax
 from .segments import (
     GivenPlanner,
@@ -34,7 +37,9 @@ from .segments import (
     VoiceActivity,
     WindowPlanner,
     fit_segments,
+    given_segments,
     speech_span,
+    window_length,
 )
 from .shipped import default_model_dir
 
@@ -79,6 +84,7 @@ class SegmentResult:
     modalities: list[str]  # which of "audio", "face" the answer used
     faces: int  # most faces seen at once in the segment's sampled frames
     face_box: list[int] | None = None  # x, y, w, h (source pixels) of the face judged: its median box, inside the picture
+    person: str | None = None  # whose voice: "P1", "P2", ... per file (people=True); None where no one is told apart
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,13 +104,17 @@ class SegmentInputs:
 def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence[FaceObservation],
                    speech: Sequence[tuple[float, float]], voice: Callable[[np.ndarray], np.ndarray], max_faces: int,
                    is_image: bool = False,
-                   wave_start: float = 0.0) -> SegmentInputs:
+                   wave_start: float = 0.0, asked: bool = False) -> SegmentInputs:
     """The voice features (`voice`: wave to frames) of the speech span inside the segment (if the VAD heard enough speech there)
     and up to `max_faces` crops of its main face (`faces.main_track`) spread evenly over
     it. `wave` may be the part of a file's sound from `wave_start` seconds on. Shared by
-    prediction and training on clips, so both see the same inputs."""
+    prediction and training on clips, so both see the same inputs. A segment the user `asked`
+    for (their times, or fixed windows) is judged by the voice wherever it holds sound, even
+    where the VAD heard no speech in it: screams and shouts are what it misses."""
     item = SegmentInputs(seg)
     span = speech_span(seg.start, seg.end, speech, MIN_VOICE_S) if wave is not None else None
+    if span is None and asked and wave is not None:
+        span = _sounding(seg, wave, wave_start)
     if span is not None:
         first = round(wave_start * SAMPLE_RATE)
         item.mel = voice(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first])
@@ -157,6 +167,20 @@ class Model:
             return None
         return normalise if isinstance(normalise, Normaliser) else Normaliser(chosen)
 
+    def voices(self, people: bool, speakers: int | None = None) -> Voices | None:
+        """A fresh diariser for one run where `people` are asked for (None otherwise); AvemoError
+        for a bad `speakers` hint, or a model without the voiceprint encoder that tells voices apart."""
+        if not isinstance(people, bool):
+            raise AvemoError(f"people is True or False, not {people!r}")
+        if not people:
+            if speakers is not None:
+                raise AvemoError("speakers is a hint for people=True (--people on)")
+            return None
+        if not self.cfg.voiceprint:
+            raise AvemoError("this model reads no voiceprint, which tells voices apart: people needs one that does "
+                             "(avemo train --voiceprint), such as the shipped model")
+        return Voices(self.runtime.voiceprints, speakers)
+
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
@@ -170,54 +194,71 @@ class Model:
         source: str | Path | Sequence[str | Path] | np.ndarray,
         *,
         as_frame: bool = False,
-        segments: list[Segment] | None = None,
+        segments: Sequence[Segment | tuple[float, float]] | str | Path | None = None,
         every: float | None = None,
         modalities: Iterable[str] = MODALITIES,
         sampling_rate: int = SAMPLE_RATE,
         batch_files: int = 1,
         normalise: str | Normaliser = "auto",
-    ) -> list[SegmentResult] | dict[str, list[SegmentResult]] | pd.DataFrame:
+        people: bool = False,
+        speakers: int | None = None,
+    ) -> list[SegmentResult] | list[list[SegmentResult] | AvemoError] | pd.DataFrame:
         """Analyse a file, a list of files, or a mono signal.
 
         One file (or signal) gives a list of SegmentResult and raises AvemoError when it
-        cannot be analysed. A list gives {file: results} in its order, where a file that
-        failed has the AvemoError that stopped it instead (also logged): one bad file does
-        not cost the others, and none is dropped unseen, as in the CLI's batch.
-        `as_frame=True` returns a DataFrame indexed by (file, start, end) instead; for a
-        list it has an `error` column (a failed file is one row with its message), like
+        cannot be analysed. A list of files gives one entry per file, in its order (a file
+        listed twice is analysed twice): its results, or the AvemoError that stopped it (also
+        logged): one bad file does not cost the others, and none is dropped unseen, as in the
+        CLI's batch. `as_frame=True` returns a DataFrame indexed by (file, start, end) instead;
+        for a list it has an `error` column (a failed file is one row with its message), like
         the Ray engine's table. Segments follow the speech unless `segments` gives them
-        (the same times for every file of a list) or `every` asks for fixed windows of that
-        many seconds. `modalities`: a list of "audio" and/or "face", the modalities to judge by.
+        (Segments or (start, end) pairs in seconds, or the path of a CSV or SRT of them; the
+        same times for every file of a list) or `every` asks for fixed windows of that many
+        seconds; such stretches are judged by the voice wherever they hold sound.
+        `modalities`: a list of "audio" and/or "face", the modalities to judge by.
         `batch_files`: for a list, how many files to analyse at once (`predict_files`).
         `normalise`: how a model trained on normalised voices (`normalise.py`) standardises
         them: "file" (by all of the file's speech; "auto" picks it for such models, "none" for
-        the others), "segment" (each segment alone), or a `Normaliser`.
+        the others), "segment" (each segment alone), or a `Normaliser`. A signal is a 1-D
+        numpy array of floats from -1 to 1, or of integer PCM (scaled by its type's range).
+        `people=True`: tell the voices apart (`people.py`): each speech segment is cut where the
+        voice changes and says whose voice it is (`person`: "P1", ... per file), and each voice
+        is standardised by that person's own speech; `speakers`: how many people speak, if known.
+        Bad arguments raise AvemoError, saying what is wrong with them.
         """
         modalities = _check_modalities(modalities)
+        segments, every = given_segments(segments), window_length(every)
+        if segments is not None and every is not None:
+            raise AvemoError("give segments or every, not both")
         self.normaliser(normalise)  # a mode this model was not trained for: one error, not one per file
+        self.voices(people, speakers)  # people asked of a model that cannot tell voices apart, a bad hint: said once
         if isinstance(source, np.ndarray):
             wave = _signal(source, sampling_rate)
             if segments is not None:
                 segments = fit_segments(segments, len(wave) / SAMPLE_RATE, "signal")
             sound = (wave[i:i + SOUND_BLOCK] for i in range(0, len(wave), SOUND_BLOCK))
             results = list(self._run("signal", _heard(sound), None, _planner(segments, every, False, False), False,
-                                     modalities, len(wave) / SAMPLE_RATE, norm=self.normaliser(normalise)))
-            return to_frame({"signal": results}) if as_frame else results
-        if isinstance(source, (str, Path)):
-            results = self.predict_file(source, segments=segments, every=every, modalities=modalities,
-                                        normalise=normalise)
-            return to_frame({str(source): results}) if as_frame else results
-        by_file = {}
-        for path, outcome in self.predict_files(source, segments=segments, every=every, modalities=modalities,
-                                                batch_files=batch_files, normalise=normalise):
+                                     modalities, len(wave) / SAMPLE_RATE, norm=self.normaliser(normalise),
+                                     voices=self.voices(people, speakers)))
+            return to_frame([("signal", results)]) if as_frame else results
+        if not isinstance(source, (list, tuple)):
+            path = media_path(source)
+            results = self.predict_file(path, segments=segments, every=every, modalities=modalities,
+                                        normalise=normalise, people=people, speakers=speakers)
+            return to_frame([(str(path), results)]) if as_frame else results
+        paths = [media_path(p, f"item {n} of the list") for n, p in enumerate(source, 1)]
+        outcomes = []
+        for _, outcome in self.predict_files(paths, segments=segments, every=every, modalities=modalities,
+                                             batch_files=batch_files, normalise=normalise, people=people,
+                                             speakers=speakers):
             if isinstance(outcome, AvemoError):
                 log.error("%s", outcome)
-            by_file[str(path)] = outcome
-        return to_frame(by_file, errors=True) if as_frame else by_file
+            outcomes.append(outcome)
+        return to_frame([(str(p), o) for p, o in zip(paths, outcomes)], errors=True) if as_frame else outcomes
 
     def predict_files(self, paths: Iterable[str | Path], segments: list[Segment] | None = None, every: float | None = None,
                       modalities: Iterable[str] = MODALITIES, batch_files: int = 1,
-                      normalise: str | Normaliser = "auto"
+                      normalise: str | Normaliser = "auto", people: bool = False, speakers: int | None = None
                       ) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
         """Each file's results in the order given, or the AvemoError that stopped it (not
         raised: one bad file does not stop the others). `batch_files` > 1 analyses that many files at once, one thread each,
@@ -226,7 +267,7 @@ class Model:
         def one(model: Model, path: str | Path) -> list[SegmentResult] | AvemoError:
             try:
                 return model.predict_file(path, segments=segments, every=every, modalities=modalities,
-                                          normalise=normalise)
+                                          normalise=normalise, people=people, speakers=speakers)
             except AvemoError as exc:
                 return exc
 
@@ -251,21 +292,31 @@ class Model:
                 yield Path(path), outcome
 
     def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
-                     modalities: Iterable[str] = MODALITIES, normalise: str | Normaliser = "auto") -> list[SegmentResult]:
+                     modalities: Iterable[str] = MODALITIES, normalise: str | Normaliser = "auto",
+                     people: bool = False, speakers: int | None = None) -> list[SegmentResult]:
         """Results for one media file; AvemoError when nothing in it can be analysed."""
-        return list(self.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise))
+        return list(self.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise,
+                                people=people, speakers=speakers))
 
     def stream(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
                modalities: Iterable[str] = MODALITIES, progress: Callable[[float, float], None] | None = None,
-               normalise: str | Normaliser = "auto") -> Iterator[SegmentResult]:
+               normalise: str | Normaliser = "auto", people: bool = False, speakers: int | None = None
+               ) -> Iterator[SegmentResult]:
         """One media file's results, each as soon as its segment is analysed: a long video is
         read in bounded pieces, its first results come while the rest decodes, and memory
         stays the same however long it is. AvemoError when nothing in it can be analysed
         (raised once the file has been read). `progress(seconds, duration)` is called as the
         file is read: how far the pipeline has got, of the media's duration; an exception it
-        raises stops the run (a cancelled job)."""
+        raises stops the run (a cancelled job). `people`, `speakers`: as `predict` takes them; with
+        people, the first results wait until the voices are known (the first two minutes of
+        speech, or three minutes of media, or the whole of a shorter file)."""
         modalities = _check_modalities(modalities)
+        segments, every = given_segments(segments), window_length(every)
+        if segments is not None and every is not None:
+            raise AvemoError("give segments or every, not both")
         norm = self.normaliser(normalise)
+        voices = self.voices(people, speakers)
+        path = media_path(path)
         info = probe(path)
         if "audio" not in modalities and not (info.has_video or info.is_image):
             raise AvemoError(f"{path}: has no picture (sound only), and only the face was asked for (modalities: face)")
@@ -283,7 +334,8 @@ class Model:
             if info.has_audio and "audio" in modalities else None
         frames = read_ahead(iter_frames(path, self.cfg.frame_rate), FRAMES_AHEAD) if see else None
         yield from self._run(str(path), sound, frames, _planner(segments, every, see, info.is_image), info.is_image,
-                             modalities, info.duration, info.width, progress=progress, norm=norm, levels=info.levels)
+                             modalities, info.duration, info.width, progress=progress, norm=norm, levels=info.levels,
+                             voices=voices if "audio" in modalities and info.has_audio else None)
 
     def live(self, sound: Iterable[np.ndarray], frames: Iterable[tuple[float, np.ndarray]] | None = None, *,
              modalities: Iterable[str] = MODALITIES, width: int = 0, normalise: str | Normaliser = "auto"
@@ -302,18 +354,21 @@ class Model:
 
     # ------------------------------------------------------------ stages
 
-    def _run(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray]] | None,
+    def _run(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
              frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
              modalities: tuple[str, ...], declared: float, width: int = 0, batch: int = INFER_BATCH,
              progress: Callable[[float, float], None] | None = None, norm: Normaliser | None = None,
-             levels: np.ndarray | None = None) -> Iterator[SegmentResult]:
+             levels: np.ndarray | None = None, voices: Voices | None = None) -> Iterator[SegmentResult]:
         """The pipeline over a file's sound (blocks, with their VAD probabilities) and its
         frames, a block at a time: the segments each step settles are analysed and given
         out, and what no later segment needs (sound, faces) is let go. `width`: the
         picture's, to give face boxes in its pixels; `levels`: its frames' grey levels to full range
         (`MediaInfo.levels`). Segments are judged `batch` at a time, their
-        voices standardised by `norm` where the model asks for it."""
+        voices standardised by `norm` where the model asks for it; with `voices`, speech segments
+        wait until the voices are known, then come cut and labelled by person (`people.py`)."""
         hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image, levels=levels), _Held()
+        if voices is not None:
+            planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start))
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
         has_picture, pending, later = frames is not None, [], []
@@ -324,7 +379,7 @@ class Model:
                     known = SpeechSoFar(tuple(hearing.finish(heard / SAMPLE_RATE)), None, float("inf"))
                 else:
                     held.add_sound(block[0])
-                    hearing.add(block[1])
+                    hearing.add(block[1], block[2])
                     heard += len(block[0])
                     energy += float(np.square(block[0], dtype=np.float64).sum())
             until = heard / SAMPLE_RATE if known is None else seen_until + SOUND_BLOCK / SAMPLE_RATE
@@ -342,7 +397,7 @@ class Model:
                 # the sound is read ahead of the frames: what is known of speech lies within them;
                 # once the sound is over (or absent), it is known as far as the frames go
                 speech = hearing.so_far() if known is None else replace(known, known_until=seen_until)
-                pending += held.inputs(planner.advance(speech), speech, self, is_image)
+                pending += held.inputs(planner.advance(speech), speech, self, is_image, planner.asked)
                 held.let_go(planner.keep_from)
                 while len(pending) >= batch:
                     yield from self._judge(pending[:batch], later, _scale(width, frame_width), norm)
@@ -355,7 +410,7 @@ class Model:
             raise AvemoError(f"{name}: nothing in it decodes: damaged, or cut off near its start")
         # a cut-off file ends where its streams stopped decoding, not where its header says
         duration = min(declared, decoded_until) if declared else decoded_until
-        pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image)
+        pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image, planner.asked)
         if not held.judged:
             unheard = (f"under {MIN_VOICE_S:g} s of sound" if heard < MIN_VOICE_S * SAMPLE_RATE
                        else "silent audio" if energy / max(heard, 1) < SILENCE_RMS ** 2 else None)
@@ -395,7 +450,7 @@ class Model:
         if heard:
             states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]))
             if norm is not None:
-                states = normalised(states, steps, norm)
+                states = normalised(states, steps, norm, [chunk[i].segment.person for i in heard])
             voice[heard] = self.runtime.voice(states, steps)
         seen = [i for i, p in enumerate(chunk) if p.crops]
         if seen:
@@ -422,13 +477,27 @@ class Model:
                 modalities=[m for m, ok in (("audio", item.mel is not None), ("face", bool(item.crops))) if ok],
                 faces=item.faces,
                 face_box=[round(v * box_scale) for v in item.box] if item.box and item.crops else None,
+                person=item.segment.person,
             ))
         return results
 
 
-def normalised(states: np.ndarray, steps: np.ndarray, norm: Normaliser) -> np.ndarray:
-    """Padded voice states (B, T', D) with each row's frames as `norm` gives them to the voice branch."""
-    return _padded(norm([row[:n] for row, n in zip(states, steps)]))[0]
+def _sounding(seg: Segment, wave: np.ndarray, wave_start: float) -> tuple[float, float] | None:
+    """The segment's extent within `wave` (which starts `wave_start` seconds in), where it is
+    at least `MIN_VOICE_S` long and not silent (`SILENCE_RMS`)."""
+    start, end = max(seg.start, wave_start), min(seg.end, wave_start + len(wave) / SAMPLE_RATE)
+    first = round(wave_start * SAMPLE_RATE)
+    piece = wave[int(start * SAMPLE_RATE) - first:int(end * SAMPLE_RATE) - first]
+    if end - start < MIN_VOICE_S or np.sqrt(np.mean(np.square(piece, dtype=np.float64))) < SILENCE_RMS:
+        return None
+    return start, end
+
+
+def normalised(states: np.ndarray, steps: np.ndarray, norm: Normaliser, people: Sequence[str | None] | None = None
+               ) -> np.ndarray:
+    """Padded voice states (B, T', D) with each row's frames as `norm` gives them to the voice
+    branch (by each row's person's speech where `people` says whose they are)."""
+    return _padded(norm([row[:n] for row, n in zip(states, steps)], people))[0]
 
 
 def _padded(mels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -459,11 +528,11 @@ def _scale(width: int, frame_width: int) -> float:
     return width / frame_width if width and frame_width else 1.0
 
 
-def _heard(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Blocks of sound with the VAD's speech probabilities (a silent block is not run through it)."""
+def _heard(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Blocks of sound with the VAD's speech probabilities and loudness (a silent block is not run through it)."""
     vad = VoiceActivity(quiet_rms=SILENCE_RMS)
     for block in blocks:
-        yield block, vad.feed(block)
+        yield block, *vad.hear(block)
 
 
 def _judged(item: SegmentInputs) -> SegmentInputs:
@@ -493,12 +562,15 @@ class _Held:
     def add_sound(self, block: np.ndarray) -> None:
         self._blocks.append(block)
 
-    def inputs(self, segments: list[Segment], speech: SpeechSoFar, model: Model, is_image: bool) -> list[SegmentInputs]:
-        """The model's inputs for `segments`, those with anything to judge."""
+    def inputs(self, segments: list[Segment], speech: SpeechSoFar, model: Model, is_image: bool,
+               asked: bool = False) -> list[SegmentInputs]:
+        """The model's inputs for `segments`, those with anything to judge; `asked`: the user's
+        own stretches, judged by the voice wherever they hold sound (`segment_inputs`)."""
         regions = speech.regions
-        wave = self.sound if any(seg.speech for seg in segments) else None  # no voice to read in the others
-        items = [segment_inputs(seg, wave if seg.speech else None, self.observations, regions, model.voice_features,
-                                model.cfg.max_faces, is_image, self.sound_start) for seg in segments]
+        wave = self.sound if asked or any(seg.speech for seg in segments) else None  # no voice to read in the others
+        items = [segment_inputs(seg, wave if seg.speech or asked else None, self.observations, regions,
+                                model.voice_features, model.cfg.max_faces, is_image, self.sound_start, asked)
+                 for seg in segments]
         items = [item for item in items if item.mel is not None or item.crops]
         self.judged += len(items)
         return items
@@ -515,7 +587,8 @@ def frame_rows(file: str, results: list[SegmentResult]) -> list[dict]:
     """One flat row per segment, one column per probability (the DataFrame's and Parquet's)."""
     rows = []
     for r in results:
-        row = {"file": file, "start": r.start, "end": r.end, "emotion": r.emotion, "sentiment": r.sentiment}
+        row = {"file": file, "start": r.start, "end": r.end, "person": r.person, "emotion": r.emotion,
+               "sentiment": r.sentiment}
         row.update({f"emotion_{k}": v for k, v in r.emotion_probs.items()})
         row.update({f"sentiment_{k}": v for k, v in r.sentiment_probs.items()})
         row.update({"modalities": "+".join(r.modalities), "faces": r.faces})
@@ -524,11 +597,11 @@ def frame_rows(file: str, results: list[SegmentResult]) -> list[dict]:
     return rows
 
 
-def to_frame(by_file: dict[str, list[SegmentResult] | AvemoError], errors: bool = False) -> pd.DataFrame:
-    """Results as a DataFrame indexed by (file, start, end), one column per probability.
-    With `errors`, an `error` column: None on results, the message on a failed file's one row."""
+def to_frame(by_file: Iterable[tuple[str, list[SegmentResult] | AvemoError]], errors: bool = False) -> pd.DataFrame:
+    """Results, (file, its results) in order, as a DataFrame indexed by (file, start, end), one column
+    per probability. With `errors`, an `error` column: None on results, the message on a failed file's one row."""
     rows = []
-    for file, outcome in by_file.items():
+    for file, outcome in by_file:
         if isinstance(outcome, AvemoError):
             rows.append({"file": file, "start": float("nan"), "end": float("nan"), "error": str(outcome)})
         else:
@@ -537,6 +610,18 @@ def to_frame(by_file: dict[str, list[SegmentResult] | AvemoError], errors: bool 
 
     frame = pd.DataFrame(rows, columns=None if rows else ["file", "start", "end", "emotion", "sentiment"])
     return frame.set_index(["file", "start", "end"])
+
+
+def media_path(source: object, what: str = "source") -> Path:
+    """A file to analyse, as a path: str, os.PathLike or bytes (a file name that is not UTF-8);
+    AvemoError for anything else (a list of numbers is a signal only as a numpy array)."""
+    if isinstance(source, (str, bytes, os.PathLike)):
+        return Path(os.fsdecode(source))
+    if isinstance(source, (int, float)) and not isinstance(source, bool):
+        hint = ": a signal is a numpy array (np.asarray(samples, np.float32))" if what != "source" else ""
+        raise AvemoError(f"{what} is the number {source!r}, not a file path{hint}")
+    raise AvemoError(f"{what} is a {type(source).__name__}: give a file path (str or Path), a list of them, "
+                     "or a signal as a numpy array")
 
 
 def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
@@ -549,10 +634,22 @@ def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
     return chosen
 
 
+#: The loudest float sample taken as it is; louder ones (up to `FLOAT_PEAK_MAX`) are clipped.
+FLOAT_PEAK_MAX = 2.0
+
+
 def _signal(signal: np.ndarray, rate: int) -> np.ndarray:
-    """A mono signal checked and brought to 16 kHz (linear interpolation; decoded files are resampled by FFmpeg)."""
-    if not np.issubdtype(np.asarray(signal).dtype, np.number):
-        raise AvemoError(f"a signal is an array of numbers, not of {np.asarray(signal).dtype}")
+    """A mono signal checked, scaled to -1..1 and brought to 16 kHz (linear interpolation; decoded
+    files are resampled by FFmpeg). Integer PCM is scaled by its type's range; floats far outside
+    -1..1 are refused: read as they are they gave plausible wrong answers (int16 read as floats:
+    surprise for anger)."""
+    dtype = np.asarray(signal).dtype
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise AvemoError(f"a signal is an array of real numbers, not of {dtype}")
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        half = (int(info.max) + 1 - int(info.min)) / 2
+        signal = (np.asarray(signal, np.float64) - (int(info.min) + half)) / half
     x = np.asarray(signal, dtype=np.float32)
     if x.ndim != 1:
         raise AvemoError(f"a signal must be mono (1-D), not shape {x.shape}")
@@ -563,6 +660,13 @@ def _signal(signal: np.ndarray, rate: int) -> np.ndarray:
     bad = int((~np.isfinite(x)).sum())
     if bad:
         raise AvemoError(f"the signal has {bad} samples that are not numbers (NaN or infinite)")
+    peak = float(np.abs(x).max())
+    if peak > FLOAT_PEAK_MAX:
+        raise AvemoError(f"a float signal runs from -1 to 1, but this one reaches {peak:g}: integer PCM given as floats? "
+                         "pass the integer array itself, or divide it by its range (32768 for 16-bit)")
+    if peak > 1.0:
+        log.warning("signal: samples beyond -1..1 (peak %.3g) were clipped", peak)
+        x = np.clip(x, -1.0, 1.0)
     if rate == SAMPLE_RATE:
         return x
     n = int(round(len(x) * SAMPLE_RATE / rate))

@@ -59,6 +59,10 @@ class Runtime(Protocol):
     def faces(self, crops: np.ndarray) -> np.ndarray:
         """(N, size, size) uint8 crops to (N, embed_dim) embeddings."""
 
+    def voiceprints(self, windows: np.ndarray) -> np.ndarray:
+        """(N, 160, 40) windows of the voiceprint encoder's Mel power to (N, 256) embeddings
+        (a model that reads a voiceprint: `ModelConfig.voiceprint`); what tells voices apart."""
+
     def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
         """Branch outputs (as `voice` and `faces` give them) and present (B, 2) bool to the fused
         embedding and the emotion and sentiment logits."""
@@ -173,6 +177,9 @@ class OnnxRuntime:
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._run("face", crops=crops)[0]
 
+    def voiceprints(self, windows: np.ndarray) -> np.ndarray:
+        return self._run("voiceprint", windows=windows)[0]
+
     def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(self._run("fusion", voice=voice, face=face, present=present))
 
@@ -219,6 +226,9 @@ class TorchRuntime:
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._call(self.net.face.embed_crops, crops)[0]
+
+    def voiceprints(self, windows: np.ndarray) -> np.ndarray:
+        return self._call(self.net.audio.voiceprint, windows)[0]
 
     def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
         return self._call(self.net.decide, voice, face, present)
@@ -340,6 +350,9 @@ class SharedRuntime:
 
     def faces(self, crops: np.ndarray) -> np.ndarray:
         return self._merged("faces", (crops,))[0]
+
+    def voiceprints(self, windows: np.ndarray) -> np.ndarray:
+        return self.base.voiceprints(windows)  # a file's own windows, between its batches: nothing to merge
 
     def fusion(self, voice: np.ndarray, face: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, ...]:
         return self._merged("fusion", (voice, face, present))

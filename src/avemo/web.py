@@ -13,7 +13,8 @@
 
 Why this shape: a media analyst drops files and watches the timeline fill in while a long
 video is analysed, an engineer posts files from a script; both reach the same job queue,
-whose workers each load the model once. Uploads are parsed as they stream in, so an upload
+whose workers each load the model once, each in a process of its own that the server supervises
+(`workers.py`): a file that crashes a decoder natively fails its job, not the server. Uploads are parsed as they stream in, so an upload
 over the size limit is refused before it is stored; they are kept under a private temporary
 folder with random names (nothing the client sends becomes a path) and deleted with their
 job or after a time to live. Off the loopback interface every request needs the token.
@@ -49,6 +50,7 @@ from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import EventSourceResponse
 
 from .errors import AvemoError
+from .workers import Stopped, Task, Worker, WorkerDied
 
 log = logging.getLogger("avemo")
 
@@ -56,6 +58,10 @@ STATIC = Path(str(resources.files("avemo") / "static"))
 #: File name endings kept on uploads (FFmpeg reads most formats from their bytes, still images by name).
 KEPT_SUFFIXES = frozenset({"mp4", "mov", "mkv", "webm", "avi", "m4v", "mpg", "mpeg", "flv", "wav", "flac", "mp3", "m4a",
                            "ogg", "opus", "aac", "jpg", "jpeg", "png", "bmp", "webp"})
+
+
+#: The shortest token `avemo serve` takes: shorter ones can be guessed by trying.
+MIN_TOKEN_CHARS = 16
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Job:
     results: list = field(default_factory=list)
     ended: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # set once it has ended, however
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "kind": self.kind, "status": self.status, "duration": self.duration,
@@ -125,7 +132,7 @@ class JobBoard:
         self.lock = threading.Lock()
         self.todo: queue.Queue[str | None] = queue.Queue(maxsize=settings.queue)
         self.stopping = threading.Event()
-        self.models: list = []  # the workers' models, as each is loaded
+        self.workers: list[Worker] = []  # the analysis processes, each with its model
         self.threads = [threading.Thread(target=self._work, name=f"avemo-worker-{i}", daemon=True)
                         for i in range(settings.workers)]
         self.threads.append(threading.Thread(target=self._sweep, name="avemo-ttl", daemon=True))
@@ -166,46 +173,71 @@ class JobBoard:
     def waiting(self) -> int:
         return self.todo.qsize()
 
+    @property
+    def ready(self) -> int:
+        """Analysis processes with their model loaded."""
+        return sum(w.ready and w.alive for w in list(self.workers))
+
     def _work(self) -> None:
-        from .predict import load_model
+        """One worker slot: its analysis process, kept alive, and the jobs it takes from the queue."""
+        worker = Worker(self.settings.model, threads=max(1, (os.cpu_count() or 1) // self.settings.workers))
+        self.workers.append(worker)
+        try:
+            while self._ready(worker):
+                job_id = self.todo.get()
+                if job_id is None:
+                    return
+                job = self.get(job_id)
+                if job is None or job.cancel.is_set():
+                    continue
+                if not self._ready(worker):  # it ended while idle (killed, out of memory)
+                    return
+                self.run(worker, job)
+        finally:
+            worker.stop()
 
-        model = load_model(self.settings.model, threads=max(1, (os.cpu_count() or 1) // self.settings.workers))
-        self.models.append(model)
-        while True:
-            job_id = self.todo.get()
-            if job_id is None:
-                return
-            job = self.get(job_id)
-            if job is None or job.cancel.is_set():
-                continue
-            self.run(model, job)
+    def _ready(self, worker: Worker) -> bool:
+        """`worker` alive with its model loaded (a fresh process if the last one ended, after a crash or a
+        cancel); False once the server is stopping."""
+        while not self.stopping.is_set():
+            if not worker.alive:
+                worker.start()
+            try:
+                return worker.wait_ready(self.stopping.is_set)
+            except WorkerDied as exc:
+                log.error("an analysis process did not start (%s)", exc)
+                self.stopping.wait(5)
+        return False
 
-    def run(self, model, job: Job) -> None:
-        """Analyse `job`'s file, keeping each segment as it comes."""
+    def run(self, worker: Worker, job: Job) -> None:
+        """Analyse `job`'s file in `worker`'s process, keeping each segment as it comes."""
         job.status = "running"
+        task = Task(str(job.path), job.every, job.modalities, self.settings.max_duration_s, job.name)
 
-        def progress(seconds: float, duration: float) -> None:
-            if job.cancel.is_set():
-                raise Cancelled()
-            if seconds > self.settings.max_duration_s:
-                raise AvemoError(f"{job.name}: longer than this server's limit of {self.settings.max_duration_s:g} s")
-            job.progress = seconds
+        def attempt() -> None:
+            worker.run(task, lambda seconds: setattr(job, "progress", seconds), job.results.append, job.cancel.is_set)
 
         try:
-            for result in model.stream(job.path, every=job.every, modalities=job.modalities, progress=progress):
-                job.results.append(result)
-                if job.cancel.is_set():
-                    raise Cancelled()
+            try:
+                attempt()
+            except WorkerDied as exc:  # gone before it took the file (it died while idle): a fresh one tries
+                if exc.started or not self._ready(worker):
+                    raise
+                attempt()
             job.progress, job.status = job.duration, "done"
-        except Cancelled:
+        except Stopped:
             job.status = "cancelled"
         except AvemoError as exc:
             job.status, job.error = "failed", _named(str(exc), job)
-        except Exception as exc:  # a bug: the job fails, the server stays up
-            log.exception("job %s failed", job.id)
-            job.status, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        except WorkerDied as exc:
+            log.error("job %s: the analysis process ended (%s); a fresh one takes its place", job.id, exc)
+            job.status, job.error = "failed", (f"{job.name}: the analysis stopped: its process ended ({exc}) while "
+                                               "reading this file (a decoder crash, or out of memory); the server goes on")
+        except RuntimeError as exc:  # a bug in the worker: the job fails, the server stays up
+            job.status, job.error = "failed", _named(str(exc), job)
         finally:
             job.ended = time.time()
+            job.finished.set()
 
     def _sweep(self) -> None:
         while not self.stopping.wait(min(60.0, max(1.0, self.settings.ttl_s / 4))):
@@ -238,6 +270,8 @@ class JobBoard:
                 self.todo.put_nowait(None)
         for thread in self.threads:
             thread.join(timeout=30)
+        for worker in self.workers:
+            worker.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -431,6 +465,8 @@ def create_app(settings: ServeSettings):
             return error(404, "no such job")
         if format not in ("json", "csv", "srt"):
             return error(400, "format is json, csv or srt")
+        if job.status == "failed":
+            return error(422, job.error or "the job failed")
         out = io.StringIO()
         WRITERS[format]({job.name: list(job.results)}, out)
         media = {"json": "application/json", "csv": "text/csv", "srt": "application/x-subrip"}[format]
@@ -476,6 +512,8 @@ def create_app(settings: ServeSettings):
 
     @app.post("/v1/predict", summary=f"A short file (<= {settings.sync_max_s:g} s), answered at once")
     async def predict_now(request: Request):
+        if board.waiting() >= settings.queue:  # the same queue as the jobs: refused before the upload is read
+            return error(429, "the job queue is full; try again later")
         job, refused = await stored_upload(request)
         if refused:
             return refused
@@ -483,20 +521,25 @@ def create_app(settings: ServeSettings):
             if job.duration > settings.sync_max_s:
                 return error(413, f"{job.name}: {job.duration:.0f} s is too long to answer at once "
                                   f"(at most {settings.sync_max_s:g} s): POST it to /v1/jobs")
-            await asyncio.to_thread(_run_sync, settings.model, board, job)
+            try:
+                board.submit(job)
+            except QueueFull:
+                return error(429, "the job queue is full; try again later")
+            await asyncio.to_thread(job.finished.wait)
             if job.status != "done":
                 return error(422, job.error or job.status)
             out = io.StringIO()
             WRITERS["json"]({job.name: job.results}, out)
             return Response(out.getvalue(), media_type="application/json")
         finally:
-            job.path.unlink(missing_ok=True)
+            if not board.remove(job.id):  # never queued (too long): its upload alone to delete
+                job.path.unlink(missing_ok=True)
 
     @app.get("/healthz", summary="Liveness, and the queue's state")
     def healthz():
         with board.lock:
             running = sum(j.status == "running" for j in board.jobs.values())
-        return {"ok": True, "version": _version(), "workers": settings.workers, "ready": len(board.models),
+        return {"ok": True, "version": _version(), "workers": settings.workers, "ready": board.ready,
                 "running": running, "waiting": board.waiting(), "queue": settings.queue}
 
     @app.websocket("/v1/live")
@@ -538,20 +581,6 @@ def render_page(name: str) -> str:
     script = text[text.index("</main>") + len("</main>\n"):].rstrip("\n")
     shell = (STATIC / "page.html").read_text(encoding="utf-8")
     return shell.replace("{{title}}", title).replace("{{main}}", main).replace("{{script}}", script)
-
-
-_SYNC_MODEL: dict[str | None, Any] = {}
-_SYNC_LOCK = threading.Lock()
-
-
-def _run_sync(model_dir: str | None, board: JobBoard, job: Job) -> None:
-    """/v1/predict's run: on a model of its own (loaded on the first call), one request at a time."""
-    from .predict import load_model
-
-    with _SYNC_LOCK:
-        if model_dir not in _SYNC_MODEL:
-            _SYNC_MODEL[model_dir] = load_model(model_dir)
-        board.run(_SYNC_MODEL[model_dir], job)
 
 
 def _authorised(headers, query, cookies, token: str) -> bool:
@@ -674,6 +703,9 @@ def serve(settings: ServeSettings) -> None:
 
     if not is_loopback(settings.host) and not settings.token:
         raise AvemoError(f"--host {settings.host} is reachable from other machines: give --token (or set AVEMO_TOKEN)")
+    if settings.token is not None and len(settings.token) < MIN_TOKEN_CHARS:
+        raise AvemoError(f"--token is {len(settings.token)} characters: give at least {MIN_TOKEN_CHARS}, too many to guess "
+                         "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
     if settings.workers < 1 or settings.queue < 1:
         raise AvemoError("--workers and --queue must be at least 1")
     app = create_app(settings)

@@ -2,8 +2,9 @@
 
 Each takes {file: [SegmentResult, ...]} and a text stream, so the CLI can write to
 stdout or a file alike; table, CSV and JSON lines can be written a segment at a time.
-JSON is `{"file": ..., "segments": [...]}` for one file and a list of such objects for
-several.
+JSON is `{"file": ..., "segments": [...], "people": [...]}` for one file and a list of such
+objects for several; `people` summarises each person told apart (`people.people_summary`; empty
+where no one was).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import TextIO
 from .errors import AvemoError
 from .files import written_whole
 from .labels import EMOTIONS, SENTIMENTS
+from .people import people_summary
 from .predict import SegmentResult
 
 Results = dict[str, list[SegmentResult]]
 
 
 def write_json(results: Results, out: TextIO) -> None:
-    docs = [{"file": f, "segments": [r.to_dict() for r in rs]} for f, rs in results.items()]
+    docs = [{"file": f, "segments": [r.to_dict() for r in rs], "people": people_summary(rs)} for f, rs in results.items()]
     # strict JSON (no bare NaN or Infinity), which JSON.parse and every other reader accept
     json.dump(docs[0] if len(docs) == 1 else docs, out, indent=2, allow_nan=False)
     out.write("\n")
@@ -36,7 +38,7 @@ def write_jsonl(results: Results, out: TextIO) -> None:
         out.write("".join(json.dumps({"file": f, **r.to_dict()}, allow_nan=False) + "\n" for r in rs))
 
 
-CSV_HEADER = ["file", "start", "end", "emotion", *(f"emotion_{e}" for e in EMOTIONS), "sentiment",
+CSV_HEADER = ["file", "start", "end", "person", "emotion", *(f"emotion_{e}" for e in EMOTIONS), "sentiment",
               *(f"sentiment_{s}" for s in SENTIMENTS), "modalities", "faces", "face_x", "face_y", "face_w", "face_h"]
 
 
@@ -46,8 +48,9 @@ def write_csv(results: Results, out: TextIO, header: bool = True) -> None:
         writer.writerow(CSV_HEADER)
     for f, rs in results.items():
         for r in rs:
-            writer.writerow([f, f"{r.start:.3f}", f"{r.end:.3f}", r.emotion, *(f"{r.emotion_probs[e]:.4f}" for e in EMOTIONS),
-                             r.sentiment, *(f"{r.sentiment_probs[s]:.4f}" for s in SENTIMENTS), "+".join(r.modalities), r.faces,
+            writer.writerow([f, f"{r.start:.3f}", f"{r.end:.3f}", r.person or "", r.emotion,
+                             *(f"{r.emotion_probs[e]:.4f}" for e in EMOTIONS), r.sentiment,
+                             *(f"{r.sentiment_probs[s]:.4f}" for s in SENTIMENTS), "+".join(r.modalities), r.faces,
                              *(r.face_box or [""] * 4)])
 
 
@@ -57,8 +60,8 @@ def _srt_time(t: float) -> str:
 
 
 def _label(r: SegmentResult) -> str:
-    return (f"{r.emotion} ({r.emotion_probs[r.emotion]:.2f}) · {r.sentiment} ({r.sentiment_probs[r.sentiment]:.2f})"
-            f" [{'+'.join(r.modalities)}]")
+    return (f"{r.person + ': ' if r.person else ''}{r.emotion} ({r.emotion_probs[r.emotion]:.2f}) · "
+            f"{r.sentiment} ({r.sentiment_probs[r.sentiment]:.2f}) [{'+'.join(r.modalities)}]")
 
 
 def write_srt(results: Results, out: TextIO) -> None:
@@ -76,11 +79,20 @@ def write_table(results: Results, out: TextIO, header: bool = True) -> None:
     for f, rs in results.items():
         if header:
             out.write(f"{f}\n")
-            out.write(f"  {'start':>8} {'end':>8}  {'emotion':<16} {'sentiment':<16} {'modalities':<11} faces\n")
+            out.write(f"  {'start':>8} {'end':>8}  {'person':<6} {'emotion':<16} {'sentiment':<16} {'modalities':<11} faces\n")
         for r in rs:
             emo = f"{r.emotion} {r.emotion_probs[r.emotion]:.2f}"
             sent = f"{r.sentiment} {r.sentiment_probs[r.sentiment]:.2f}"
-            out.write(f"  {r.start:8.2f} {r.end:8.2f}  {emo:<16} {sent:<16} {'+'.join(r.modalities):<11} {r.faces}\n")
+            out.write(f"  {r.start:8.2f} {r.end:8.2f}  {r.person or '-':<6} {emo:<16} {sent:<16} {'+'.join(r.modalities):<11} "
+                      f"{r.faces}\n")
+
+
+def write_people(results: list[SegmentResult], out: TextIO) -> None:
+    """The table's per-person summary of one file, after its segments (nothing where no one was told apart)."""
+    for p in people_summary(results):
+        out.write(f"  {p['person']}: {p['speaking_s']:.1f} s speaking in {p['segments']} segments; "
+                  f"{p['emotion']} {p['emotion_probs'][p['emotion']]:.2f}, {p['sentiment']} "
+                  f"{p['sentiment_probs'][p['sentiment']]:.2f} over them\n")
 
 
 WRITERS: dict[str, Callable[..., None]] = {
