@@ -155,8 +155,8 @@ def _predict(args: argparse.Namespace) -> int:
                 for result in stream:
                     if sink is not None:
                         if fmt == "table" and not found:
-                            write_table({shown(path): []}, sink)
-                        STREAMED[fmt]({shown(path): [result]}, sink)
+                            write_table({shown(path): []}, sink, people=people)
+                        STREAMED["table_people" if fmt == "table" and people else fmt]({shown(path): [result]}, sink)
                         sink.flush()
                     found.append(result)
             except AvemoError as exc:

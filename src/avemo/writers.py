@@ -74,16 +74,19 @@ def write_srt(results: Results, out: TextIO) -> None:
             out.write(f"{n}\n{_srt_time(r.start)} --> {_srt_time(end)}\n{_label(r)}\n\n")
 
 
-def write_table(results: Results, out: TextIO, header: bool = True) -> None:
-    """Each file's name and column heads (`header`), then a line per segment."""
+def write_table(results: Results, out: TextIO, header: bool = True, people: bool = False) -> None:
+    """Each file's name and column heads (`header`), then a line per segment; with `people`, a
+    column of whose voice each segment is."""
+    who = f"{'person':<6} " if people else ""
     for f, rs in results.items():
         if header:
             out.write(f"{f}\n")
-            out.write(f"  {'start':>8} {'end':>8}  {'person':<6} {'emotion':<16} {'sentiment':<16} {'modalities':<11} faces\n")
+            out.write(f"  {'start':>8} {'end':>8}  {who}{'emotion':<16} {'sentiment':<16} {'modalities':<11} faces\n")
         for r in rs:
             emo = f"{r.emotion} {r.emotion_probs[r.emotion]:.2f}"
             sent = f"{r.sentiment} {r.sentiment_probs[r.sentiment]:.2f}"
-            out.write(f"  {r.start:8.2f} {r.end:8.2f}  {r.person or '-':<6} {emo:<16} {sent:<16} {'+'.join(r.modalities):<11} "
+            person = f"{r.person or '-':<6} " if people else ""
+            out.write(f"  {r.start:8.2f} {r.end:8.2f}  {person}{emo:<16} {sent:<16} {'+'.join(r.modalities):<11} "
                       f"{r.faces}\n")
 
 
@@ -102,6 +105,7 @@ WRITERS: dict[str, Callable[..., None]] = {
 #: appear (and are flushed) while it is analysed.
 STREAMED: dict[str, Callable[[Results, TextIO], None]] = {
     "csv": partial(write_csv, header=False), "jsonl": write_jsonl, "table": partial(write_table, header=False),
+    "table_people": partial(write_table, header=False, people=True),
 }
 #: Streamed formats an interrupted batch can resume from (`finished_files`).
 RESUMABLE = ("csv", "jsonl")
