@@ -274,6 +274,17 @@ def test_a_token_too_short_to_resist_guessing_is_refused():
 def test_a_bad_option_is_refused(server):
     status, doc = server.upload(MEDIA / "single_face.jpg", modalities="smell")
     assert status == 422 and "modalities must be audio and/or face" in doc["error"]
+    status, doc = server.upload(MEDIA / "single_face.jpg", people="maybe")
+    assert status == 422 and "people is on or off, not 'maybe'" in doc["error"]
+
+
+def test_people_over_http_as_on_the_command_line(server, cli_json, tmp_path):
+    recording = Path(__file__).parent / "data" / "pyannote_sample" / "sample.wav"
+    status, doc = server.upload(recording, endpoint="/v1/predict", people="on")
+    assert status == 200 and [p["person"] for p in doc["people"]] == ["P1", "P2"]
+    out = tmp_path / "r.json"
+    assert main(["-q", "predict", str(recording), "--people", "on", "--out", str(out)]) == 0
+    assert same_segments(doc["segments"], json.loads(out.read_text())["segments"])
 
 
 def test_a_full_queue_answers_429(tmp_path):

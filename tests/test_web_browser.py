@@ -80,6 +80,41 @@ def test_upload_the_sample_see_its_timeline_and_seek_by_clicking(server, tmp_pat
         d.quit()
 
 
+def test_people_each_get_a_lane_of_their_turns(server, tmp_path):
+    """A real two-person recording uploaded with "tell the voices apart": one lane per person, their
+    turns in it; a click on a turn seeks the player there."""
+    from pathlib import Path
+
+    from selenium.webdriver.support.ui import Select
+
+    recording = Path(__file__).parent / "data" / "pyannote_sample" / "sample.wav"
+    d = browser()
+    try:
+        d.get(f"http://127.0.0.1:{server.port}/")
+        Select(d.find_element(By.ID, "people")).select_by_value("on")
+        d.find_element(By.ID, "files").send_keys(str(recording))
+        link = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=result-link]"))
+        WebDriverWait(d, 120).until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "[data-role=state]").text)
+        link.click()
+        WebDriverWait(d, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "done")
+        lanes = d.find_elements(By.CSS_SELECTOR, "[data-role=people] [data-role=lane]")
+        assert [lane.get_attribute("data-person") for lane in lanes] == ["P1", "P2"]
+        turns = {lane.get_attribute("data-person"): lane.find_elements(By.CSS_SELECTOR, "[data-role=turn]") for lane in lanes}
+        assert all(len(t) >= 2 for t in turns.values())
+        assert {row.find_elements(By.TAG_NAME, "td")[2].text for row in d.find_elements(By.CSS_SELECTOR, "#rows tr")} == {"P1", "P2"}
+        WebDriverWait(d, 30).until(lambda d: d.execute_script("return document.querySelector('[data-role=player]').readyState") >= 1)
+        last = turns["P2"][-1]
+        assert d.find_element(By.ID, "lanes").size["width"] > 500  # shown, as wide as the timeline
+        ActionChains(d).move_to_element(last).click().perform()  # the middle of P2's last turn (27.7-30 s)
+        start = float(last.get_attribute("data-start"))
+        WebDriverWait(d, 10).until(lambda d: start + 0.3 < d.execute_script(
+            "return document.querySelector('[data-role=player]').currentTime") < 30.0)
+        assert d.find_element(By.CSS_SELECTOR, "[data-role=person]").text == "P2"
+        d.save_screenshot(str(tmp_path / "people.png"))
+    finally:
+        d.quit()
+
+
 def _fake_devices(folder):
     """The face video as Y4M (Chromium's fake camera) and a real RAVDESS utterance with pauses as
     WAV (its fake microphone): both real recordings, converted."""

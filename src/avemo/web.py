@@ -1,6 +1,6 @@
 """The web app and its HTTP API: `avemo serve`.
 
-    POST   /v1/jobs                     multipart upload (fields: file, every, modalities) -> {id}
+    POST   /v1/jobs                     multipart upload (fields: file, every, modalities, people) -> {id}
     GET    /v1/jobs/{id}                status, progress (seconds analysed of the duration), error
     GET    /v1/jobs/{id}/segments       ?format=json|csv|srt (the CLI's writers, the CLI's JSON schema)
     GET    /v1/jobs/{id}/events         Server-Sent Events: each segment as it settles, progress, the end
@@ -103,6 +103,7 @@ class Job:
     duration: float
     every: float | None = None
     modalities: tuple[str, ...] = ("audio", "face")
+    people: bool = False  # voices told apart (`predict(people=True)`)
     status: str = "queued"  # queued, running, done, failed, cancelled
     progress: float = 0.0  # seconds of the media analysed so far
     error: str | None = None
@@ -115,7 +116,8 @@ class Job:
         return {"id": self.id, "name": self.name, "kind": self.kind, "status": self.status, "duration": self.duration,
                 "progress": round(self.progress, 3), "fraction": round(min(1.0, self.progress / self.duration), 4)
                 if self.duration else (1.0 if self.status == "done" else 0.0),
-                "segments": len(self.results), "error": self.error, "every": self.every, "modalities": list(self.modalities)}
+                "segments": len(self.results), "error": self.error, "every": self.every, "modalities": list(self.modalities),
+                "people": self.people}
 
 
 class Cancelled(Exception):
@@ -212,7 +214,7 @@ class JobBoard:
     def run(self, worker: Worker, job: Job) -> None:
         """Analyse `job`'s file in `worker`'s process, keeping each segment as it comes."""
         job.status = "running"
-        task = Task(str(job.path), job.every, job.modalities, self.settings.max_duration_s, job.name)
+        task = Task(str(job.path), job.every, job.modalities, self.settings.max_duration_s, job.name, job.people)
 
         def attempt() -> None:
             worker.run(task, lambda seconds: setattr(job, "progress", seconds), job.results.append, job.cancel.is_set)
@@ -363,8 +365,8 @@ async def receive_upload(request: Request, board: JobBoard, limit: int) -> tuple
     return state["path"], state["client"], fields
 
 
-def job_options(fields: dict[str, str]) -> tuple[float | None, tuple[str, ...]]:
-    """`every` and `modalities` from a form, checked as the CLI checks them."""
+def job_options(fields: dict[str, str]) -> tuple[float | None, tuple[str, ...], bool]:
+    """`every`, `modalities` and `people` from a form, checked as the CLI checks them."""
     every = None
     if fields.get("every", "").strip():
         try:
@@ -377,7 +379,10 @@ def job_options(fields: dict[str, str]) -> tuple[float | None, tuple[str, ...]]:
     modalities = tuple(m.strip() for m in raw.split(",") if m.strip())
     if not modalities or set(modalities) - {"audio", "face"}:
         raise AvemoError(f"modalities must be audio and/or face, not {raw!r}")
-    return every, modalities
+    people = fields.get("people", "off").strip().lower() or "off"
+    if people not in ("on", "off"):
+        raise AvemoError(f"people is on or off, not {fields['people']!r}")
+    return every, modalities, people == "on"
 
 
 def _kind(info) -> str:
@@ -429,7 +434,7 @@ def create_app(settings: ServeSettings):
             return None, error(400, "no file in the upload (a multipart 'file' field)")
         job_id = secrets.token_urlsafe(12)
         try:
-            every, modalities = job_options(fields)
+            every, modalities, people = job_options(fields)
             info = probe(path)
             if info.duration > settings.max_duration_s:
                 raise AvemoError(f"{path}: {info.duration:.0f} s long, over this server's limit of "
@@ -438,9 +443,9 @@ def create_app(settings: ServeSettings):
             path.unlink(missing_ok=True)
             return None, error(415 if "not a readable media file" in str(exc) or "damaged" in str(exc) else 422,
                                str(exc).replace(str(path), name))
-        return Job(job_id, name, path, _kind(info), info.duration, every, modalities), None
+        return Job(job_id, name, path, _kind(info), info.duration, every, modalities, people), None
 
-    @app.post("/v1/jobs", status_code=201, summary="Upload a file to analyse (multipart: file, every, modalities)")
+    @app.post("/v1/jobs", status_code=201, summary="Upload a file to analyse (multipart: file, every, modalities, people)")
     async def post_job(request: Request):
         if board.waiting() >= settings.queue:  # refuse before reading the upload
             return error(429, "the job queue is full; try again later")

@@ -48,6 +48,7 @@ class Task:
     modalities: tuple[str, ...]
     max_duration_s: float
     name: str  # the client's name for the file, for the duration message
+    people: bool = False
 
 
 class Worker:
@@ -172,7 +173,8 @@ def _analyse(model, task: Task, conn: Connection) -> tuple:
         conn.send(("progress", seconds))
 
     try:
-        for result in model.stream(Path(task.path), every=task.every, modalities=task.modalities, progress=progress):
+        for result in model.stream(Path(task.path), every=task.every, modalities=task.modalities, progress=progress,
+                                   people=task.people):
             conn.send(("segment", result))
     except AvemoError as exc:
         return ("error", str(exc))

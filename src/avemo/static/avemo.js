@@ -85,6 +85,49 @@ class Timeline {
   move(t) { const x = this.x(t); this.cursor.setAttribute("x1", x); this.cursor.setAttribute("x2", x); }
 }
 
+// One lane per person (`person` "P1", "P2", ...): a bar where that person speaks, in the colour of
+// the emotion judged there; the lanes show only once someone is told apart (people on).
+class Lanes {
+  constructor(svg, onSeek) {
+    this.svg = svg; this.segments = []; this.duration = 0; this.onSeek = onSeek;
+    this.width = 1000; this.lane = 26;
+    svg.addEventListener("click", ev => {
+      const box = svg.getBoundingClientRect();
+      const t = (ev.clientX - box.left) / box.width * this.span();
+      if (this.onSeek) this.onSeek(Math.max(0, Math.min(t, this.span())));
+    });
+    this.layer = el("svg:g"); this.cursor = el("svg:line", {y1: 0, stroke: "#212121", "stroke-width": 2});
+    svg.append(this.layer, this.cursor);
+  }
+  span() { return Math.max(this.duration || 0, ...this.segments.map(s => s.end), 1); }
+  x(t) { return t / this.span() * this.width; }  // as the timeline above: the lanes line up with it
+  add(segment) { if (segment.person) { this.segments.push(segment); this.draw(); } }
+  setDuration(d) { this.duration = d; this.draw(); }
+  people() { return [...new Set(this.segments.map(s => s.person))].sort((a, b) => a.slice(1) - b.slice(1)); }
+  draw() {
+    const people = this.people();
+    this.svg.toggleAttribute("hidden", !people.length);  // an SVG element has no `hidden` property
+    const height = people.length * this.lane;
+    this.svg.setAttribute("viewBox", `0 0 ${this.width} ${Math.max(height, 1)}`);
+    this.cursor.setAttribute("y2", height);
+    const parts = [];
+    for (const [i, who] of people.entries()) {
+      const lane = el("svg:g", {"data-role": "lane", "data-person": who});
+      for (const s of this.segments.filter(s => s.person === who)) {
+        const bar = el("svg:rect", {x: this.x(s.start), y: i * this.lane + 3, width: Math.max(this.x(s.end) - this.x(s.start), 1),
+          height: this.lane - 6, fill: EMOTION_COLOURS[s.emotion], "data-role": "turn", "data-start": s.start});
+        bar.append(el("svg:title", {}, `${who} ${s.start.toFixed(2)}–${s.end.toFixed(2)} s: ${s.emotion}, ${s.sentiment}`));
+        lane.append(bar);
+      }
+      lane.append(el("svg:text", {x: 4, y: i * this.lane + 17, "font-size": 13, fill: "#212121", stroke: "#fff",
+        "stroke-width": 3, "paint-order": "stroke"}, who));
+      parts.push(lane);
+    }
+    this.layer.replaceChildren(...parts);
+  }
+  move(t) { const x = this.x(t); this.cursor.setAttribute("x1", x); this.cursor.setAttribute("x2", x); }
+}
+
 function niceStep(raw) {
   for (const s of [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600]) if (s >= raw) return s;
   return 7200;
@@ -112,7 +155,7 @@ function showNow(target, segment) {
   target.replaceChildren(
     labelled("emotion", `${segment.emotion} ${(segment.emotion_probs[segment.emotion] * 100).toFixed(0)}%`),
     labelled("sentiment", `${segment.sentiment} ${(segment.sentiment_probs[segment.sentiment] * 100).toFixed(0)}%`),
-    labelled("judged by", segment.modalities.join(" + ") || "–"));
+    labelled("judged by", segment.modalities.join(" + ") || "–"), ...(segment.person ? [labelled("person", segment.person)] : []));
 }
 function labelled(name, value) {
   const span = el("span"); span.append(name + ": ", el("b", {"data-role": name.replace(" ", "-")}, value)); return span;
@@ -120,7 +163,7 @@ function labelled(name, value) {
 
 function segmentRow(s, onClick) {
   const row = el("tr");
-  for (const v of [s.start.toFixed(2), s.end.toFixed(2), `${s.emotion} (${s.emotion_probs[s.emotion].toFixed(2)})`,
+  for (const v of [s.start.toFixed(2), s.end.toFixed(2), s.person || "–", `${s.emotion} (${s.emotion_probs[s.emotion].toFixed(2)})`,
                    `${s.sentiment} (${s.sentiment_probs[s.sentiment].toFixed(2)})`, s.modalities.join("+"), s.faces,
                    s.face_box ? s.face_box.join(", ") : "–"]) row.append(el("td", {}, String(v)));
   if (onClick) row.addEventListener("click", () => onClick(s.start));
