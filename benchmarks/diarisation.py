@@ -10,6 +10,10 @@ conversations built from real actors' labelled utterances.
    known emotion, 0.3-0.8 s apart. Reported: people counted right, DER, the share of speech time
    given to the right person, segments spanning two people's turns, and the per-turn emotion with
    people on against the single stream (the emotion of the segment covering most of each turn).
+3. Conversations of the two people in ../shared whose own face and voice were recorded together
+   (av_clips: CREMA-D's actor 1001 in six emotions, RAVDESS's actor 01), their clips taking turns,
+   side by side (the one speaking moving, the other still) and cut between (only the one speaking on
+   screen): the same figures, and whether each voice is linked to its own face.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import avemo
+from avemo.composite import conversation as converse
 from avemo.diarise import diarise
 from avemo.media import load_audio
 from avemo.metrics import diarisation_error
@@ -70,9 +75,47 @@ def per_turn(results, truth) -> list[bool]:
     return right
 
 
+AV_CLIPS = RAVDESS.parent / "av_clips"
+
+
+def filmed(model, rng: np.random.Generator, n: int, layout: str, folder: Path) -> dict:
+    """`n` conversations of the two filmed people in `layout`; the summed figures."""
+    with open(AV_CLIPS / "av_clips.csv", newline="") as f:
+        clips = list(csv.DictReader(f))
+    own = [[c for c in clips if c["speaker"] == who] for who in ("crema-1001", "ravdess-01")]
+    tally = {"counted": 0, "right_time": [], "linked": 0, "voices": 0, "spans": 0, "segments": 0, "on": [], "off": []}
+    for k in range(n):
+        order = [k % 2]
+        while len(order) < 6:
+            order.append(1 - order[-1])
+        picked = [own[who][rng.integers(len(own[who]))] for who in order]
+        out, truth = converse([(who, AV_CLIPS / c["path"]) for who, c in zip(order, picked)], folder / f"{layout}{k}.mp4", layout)
+        on, off = model.predict(out, people=True), model.predict(out)
+        said = [r for r in on if "audio" in r.modalities and r.person]
+        der = diarisation_error(truth, [(r.start, r.end, r.person) for r in said], collar=0.25)
+        tally["counted"] += len({r.person for r in on}) == 2
+        tally["right_time"].append(1.0 - der["confusion"] / max(1e-9, 1.0 - der["missed"]))
+        for person in {r.person for r in said}:  # linked to its own face: the slot where its voice's turns are
+            mine = [r for r in said if r.person == person and r.link is not None]
+            whose = max(set(order), key=lambda w: sum(max(0.0, min(r.end, b) - max(r.start, a))
+                                                      for r in said if r.person == person for a, b, x in truth if x == w))
+            tally["voices"] += 1
+            slot = 960 // 2
+            tally["linked"] += bool(mine) and (layout == "cut" or all((r.face_box[0] + r.face_box[2] / 2) // slot == whose
+                                                                          for r in mine))
+        tally["segments"] += len(on)
+        tally["spans"] += sum(len({w for a, b, w in truth if min(r.end, b) - max(r.start, a) > 0.3}) > 1 for r in on)
+        labels = [c["emotion"] for c in picked]
+        turns = [(a, b, w, labels[i]) for i, (a, b, w) in enumerate(truth)]
+        tally["on"] += per_turn(on, turns)
+        tally["off"] += per_turn(off, turns)
+    return tally
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=12)
+    parser.add_argument("--filmed", type=int, default=6, help="filmed conversations per layout")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = avemo.load_model()
@@ -98,10 +141,21 @@ def main() -> None:
         on_turns += per_turn(on, truth)
         off_turns += per_turn(off, truth)
         print(f"conversation {n + 1}: {people} people, {der['voices']} voices found, DER {der['der']:.1%}", flush=True)
-    print(f"{args.conversations} conversations of 2-4 people: counted right in {counted}; DER mean {np.mean(ders):.1%}; "
-          f"speech time to the right person {np.mean(right_time):.1%}; {spans} of {segments} segments span two people's "
-          f"turns; per-turn emotion {np.mean(on_turns):.1%} with people, {np.mean(off_turns):.1%} as one stream "
-          f"({len(on_turns)} turns)")
+    if args.conversations:
+        print(f"{args.conversations} conversations of 2-4 people: counted right in {counted}; DER mean {np.mean(ders):.1%}; "
+              f"speech time to the right person {np.mean(right_time):.1%}; {spans} of {segments} segments span two people's "
+              f"turns; per-turn emotion {np.mean(on_turns):.1%} with people, {np.mean(off_turns):.1%} as one stream "
+              f"({len(on_turns)} turns)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        for layout in ("side", "cut"):
+            t = filmed(model, rng, args.filmed, layout, Path(folder))
+            print(f"{args.filmed} filmed conversations of 2 people, {'side by side' if layout == 'side' else 'cut between'}: "
+                  f"counted right in {t['counted']}; speech time to the right person {np.mean(t['right_time']):.1%}; "
+                  f"{t['linked']} of {t['voices']} voices linked to their own face; {t['spans']} of {t['segments']} "
+                  f"segments span two people's turns; per-turn emotion {np.mean(t['on']):.1%} with people, "
+                  f"{np.mean(t['off']):.1%} as one stream ({len(t['on'])} turns)", flush=True)
 
 
 if __name__ == "__main__":

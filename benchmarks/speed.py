@@ -4,7 +4,7 @@
     python benchmarks/speed.py --minutes 60 --repeat 1 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
     python benchmarks/speed.py --runtime torch    the same weights run by torch instead of ONNX Runtime
     python benchmarks/speed.py --model DIR        another model folder than the shipped one (an A/B of two models)
-    python benchmarks/speed.py --source examples/sample.mp4   a loop of another file: the sample speaks half
+    python benchmarks/speed.py --source examples/sample.mp4 [--people]   a loop of another file: the sample speaks half
                                                   the time, so the voice (VAD, encoders) runs, as in a talking video
 
 Prints, for one file: the decode-only time (every video frame and the audio, converting
@@ -47,7 +47,8 @@ def decode_only(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None) -> dict:
+def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None,
+                people: bool = False) -> dict:
     """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
     (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
     under the same load (shared machines are noisy); the segment count and peak memory."""
@@ -59,16 +60,18 @@ def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, mode
     for _ in range(repeat):
         floor = decode_only(path)
         start = time.perf_counter()
-        results = model.predict(path)
+        results = model.predict(path, people=people)
         pairs.append((floor, time.perf_counter() - start))
     return {"pairs": pairs, "segments": len(results), "covered": [results[0].start, results[-1].end],
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None) -> dict:
+def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None,
+              people: bool = False) -> dict:
     """`paired_runs` in a fresh process, so that its peak memory is avemo's alone."""
     out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat), "--runtime", runtime,
-                          *(["--threads", str(threads)] if threads else []), *(["--model", model_dir] if model_dir else [])],
+                          *(["--threads", str(threads)] if threads else []), *(["--model", model_dir] if model_dir else []),
+                          *(["--people"] if people else [])],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -120,21 +123,23 @@ def main() -> None:
     parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="the network's runtime (default: ONNX Runtime)")
     parser.add_argument("--threads", type=int, help="the network's threads (default: the runtime's choice)")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
+    parser.add_argument("--people", action="store_true", help="predict with people told apart (people=True)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     name = "" if args.source == SOURCE else f"-{args.source.stem}"
     path = args.file or looped(args.source, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min{name}.mp4")
     if args.child:
-        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads, args.model)))
+        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads, args.model, args.people)))
         return
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
-    run = avemo_run(path, args.repeat, args.runtime, args.threads, args.model)
+    run = avemo_run(path, args.repeat, args.runtime, args.threads, args.model, args.people)
     ratios = sorted(a / d for d, a in run["pairs"])
     floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
     print(f"file: {path} ({duration:.1f} s; {run['segments']} segments, from {run['covered'][0]:.1f} to "
           f"{run['covered'][1]:.1f} s)")
-    print(f"runtime: {args.runtime}; {args.repeat} pairs of runs, back to back; medians:")
+    print(f"runtime: {args.runtime}{'; people told apart' if args.people else ''}; {args.repeat} pairs of runs, "
+          "back to back; medians:")
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
     print(f"avemo predict:                           {seconds:.2f} s = {statistics.median(ratios):.2f}x decode-only "
           f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}), {duration / seconds:.1f}x faster than real time")

@@ -14,9 +14,10 @@ from avemo.diarise import Voices, cluster, diarise
 from avemo.errors import AvemoError
 from avemo.media import load_audio
 from avemo.metrics import diarisation_error
+from avemo.people import people_summary
 from avemo.segments import speech_regions
 
-from .conftest import ANGRY, write_wav
+from .conftest import ANGRY, DATA, FACE_VIDEO, REPO, write_wav
 
 SAMPLE = Path(__file__).parent / "data" / "pyannote_sample"
 
@@ -131,3 +132,39 @@ def test_voices_refuse_a_bad_hint(model):
         Voices(model.runtime.voiceprints, speakers=None, min_speakers=3, max_speakers=2)
     with pytest.raises(AvemoError, match="people is True or False"):
         model.predict(ANGRY, people="yes")
+
+
+def test_one_face_speaking_in_two_states_is_one_person_linked_to_it(model):
+    """The shipped sample: one face on screen while an actor speaks angrily, then happily (two
+    voices by the voiceprint): both linked to the face whose mouth moves, so one person, and the
+    stretches without speech show that person's face too."""
+    results = model.predict(REPO / "examples" / "sample.mp4", people=True)
+    assert {r.person for r in results} == {"P1"}
+    spoken = [r for r in results if "audio" in r.modalities]
+    assert spoken and all(r.link is not None and r.link > 0.5 for r in spoken)
+    (person,) = people_summary(results)
+    assert person["voice_face_linked"] and person["on_screen_s"] > 10 and person["speaking_s"] > 3
+
+
+def test_a_face_that_never_speaks_is_a_person_judged_by_the_face(model):
+    results = model.predict(FACE_VIDEO, people=True)  # its sound track is digital silence
+    assert results and {r.person for r in results} == {"P1"} and all(r.modalities == ["face"] for r in results)
+    (person,) = people_summary(results)
+    assert person["speaking_s"] == 0 and not person["voice_face_linked"] and person["face_box"] is not None
+
+
+def test_two_filmed_people_side_by_side_are_two_linked_people(model, tmp_path):
+    """The two real people of av_clips (their own face and voice) taking turns side by side: two
+    people, each voice linked to the face in its own half of the picture."""
+    from avemo.composite import conversation
+
+    clips = DATA / "av_clips"
+    turns = [(0, clips / "1001_DFA_ANG_XX.flv"), (1, clips / "01-01-01-01-01-01-01.mp4"), (0, clips / "1001_DFA_HAP_XX.flv")]
+    video, truth = conversation(turns, tmp_path / "side.mp4", "side")
+    results = model.predict(video, people=True)
+    spoken = [r for r in results if "audio" in r.modalities]
+    for a, b, who in truth:  # the segment covering each turn: the person of that turn, their face in their half
+        r = max(spoken, key=lambda r: max(0.0, min(r.end, b) - max(r.start, a)))
+        assert r.link is not None and (r.face_box[0] + r.face_box[2] / 2) // 480 == who
+    assert len({r.person for r in spoken}) == 2
+    assert [r.person for r in spoken][0] == [r.person for r in spoken][-1]  # the same person, angry then happy

@@ -13,7 +13,7 @@ from avemo.segments import Segment
 
 from .conftest import DATA, FACE_VIDEO, HAPPY, MEDIA
 
-KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box", "person"}
+KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box", "person", "link"}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_json_has_file_and_segments_with_exact_keys():
     doc = json.loads(_write(write_json))
     assert set(doc) == {"file", "segments", "people"} and doc["file"] == "talk.mp4" and len(doc["segments"]) == 2
     assert set(doc["segments"][1]) == {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs",
-                                       "modalities", "faces", "face_box", "person"}
+                                       "modalities", "faces", "face_box", "person", "link"}
     assert doc["people"] == []  # no one told apart
     assert doc["segments"][0]["face_box"] == [120, 40, 96, 96]
     many = json.loads(_write(write_json, {"a.mp4": RESULTS["talk.mp4"], "b.wav": RESULTS["talk.mp4"][:1]}))

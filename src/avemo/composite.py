@@ -251,3 +251,71 @@ def _palette_png(grey: np.ndarray, out: Path) -> Path:
                     + chunk(b"PLTE", bytes(np.repeat(np.arange(256, dtype=np.uint8), 3)))
                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
     return out
+
+
+def conversation(turns: list[tuple[int, str | Path]], out: str | Path, layout: str = "side", gap: float = 0.4,
+                 rate: int = 10, size: tuple[int, int] = (960, 360)) -> tuple[Path, list[tuple[float, float, int]]]:
+    """Write `out`: a conversation of real people's own clips (face and voice), each turn (who, clip)
+    played in its turn, `gap` seconds apart. `layout` "side": everyone side by side, the one
+    speaking moving, the others still on their last frame (listening); "cut": only the one speaking
+    on screen, as film cuts between people. Returns the file and each turn's speech (start, end,
+    who), read off the clip's own sound by the VAD."""
+    import cv2
+
+    from .segments import speech_regions
+
+    width, height = size
+    people = sorted({who for who, _ in turns})
+    slot = width // len(people) if layout == "side" else width
+    still: dict[int, np.ndarray] = {}
+    canvases, track, truth, at = [], [], [], 0.0
+
+    def fitted(grey: np.ndarray) -> np.ndarray:
+        scale = min(slot / grey.shape[1], height / grey.shape[0])
+        return cv2.resize(grey, (int(grey.shape[1] * scale) // 2 * 2, int(grey.shape[0] * scale) // 2 * 2),
+                          interpolation=cv2.INTER_AREA)
+
+    def canvas(speaking: int, picture: np.ndarray | None) -> np.ndarray:
+        frame = np.full((height, width), 128, np.uint8)
+        shown = {who: still.get(who) for who in people} if layout == "side" else {speaking: still.get(speaking)}
+        if picture is not None:
+            shown[speaking] = picture
+        for who, grey in shown.items():
+            if grey is None:
+                continue
+            x0 = (people.index(who) * slot if layout == "side" else 0) + (slot - grey.shape[1]) // 2
+            y0 = (height - grey.shape[0]) // 2
+            frame[y0:y0 + grey.shape[0], x0:x0 + grey.shape[1]] = grey
+        return frame
+
+    for who, clip in turns:
+        frames = []
+        with av.open(str(clip)) as src:
+            for frame in src.decode(src.streams.video[0]):
+                if frame.time is not None and frame.time >= len(frames) / rate:
+                    frames.append(fitted(frame.to_ndarray(format="gray")))
+        still.setdefault(who, frames[0])
+        sound = load_audio(clip)
+        regions = speech_regions(sound)
+        if regions:
+            truth.append((at + regions[0][0], at + regions[-1][1], who))
+        track.append((at, clip))
+        for picture in frames:
+            canvases.append(canvas(who, picture))
+        still[who] = frames[-1]
+        at += len(frames) / rate
+        canvases += [canvas(who, None)] * int(gap * rate)
+        at += int(gap * rate) / rate
+    out = Path(out)
+    with av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
+        vout = dst.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        vout.options = {"crf": "23", "preset": "veryfast"}
+        aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        for n, picture in enumerate(canvases):
+            frame = av.VideoFrame.from_ndarray(picture, format="gray").reformat(format="yuv420p")
+            frame.pts, frame.time_base = n, Fraction(1, rate)
+            dst.mux(vout.encode(frame))
+        dst.mux(vout.encode(None))
+        _write_track(dst, aout, track, len(canvases) / rate)
+    return out, truth

@@ -1,6 +1,6 @@
 """Who speaks when: the speech the VAD found, cut into turns by voice.
 
-    speech regions ─ voiceprint windows (1.6 s, every 0.5 s) ─ spectral clustering ─ turns
+    speech regions ─ voiceprint windows (1.6 s, every 0.25 s) ─ spectral clustering ─ turns
 
 Each window of speech gets the shipped voiceprint encoder's embedding (Resemblyzer's GE2E
 speaker encoder, `voiceprint.py`: trained to tell thousands of voices apart, already inside
@@ -24,11 +24,12 @@ import numpy as np
 
 from .audio import voiceprint_mel
 from .errors import AvemoError
+from .normalise import RunningStats
 from .voiceprint import WINDOW
 
 #: Voiceprint frames are 10 ms; a window is the encoder's 1.6 s, one starts every `HOP` frames.
 FRAME_S = 0.01
-HOP = 50
+HOP = 25
 #: Turns shorter than this are joined to their neighbour (a window's hop blurs shorter changes).
 MIN_TURN_S = 0.5
 #: How many voices one file may hold, at most, when not told.
@@ -38,7 +39,7 @@ MAX_SPEAKERS = 8
 #: windows (RAVDESS actors, the pyannote sample).
 SAME_VOICE = 0.92
 #: Speech clustered whole before windows join the voices found one by one (bounded memory).
-WARM_SPEECH_S = 120.0
+WARM_SPEECH_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,28 +49,6 @@ class Turn:
     start: float
     end: float
     speaker: int
-
-
-def speaker_windows(wave: np.ndarray, regions: Sequence[tuple[float, float]], offset: float = 0.0
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The voiceprint encoder's input windows over the speech `regions` (seconds; `wave` starts
-    at `offset` seconds) and each window's (start, end) in seconds: one every `HOP` frames, a
-    region shorter than a window one zero-padded window, as Resemblyzer pads a short utterance."""
-    out, times = [], []
-    for start, end in regions:
-        a, b = int(round((start - offset) * 16000)), int(round((end - offset) * 16000))
-        if b - a < 160:
-            continue
-        mel = voiceprint_mel(wave[max(0, a):b])
-        n = len(mel)
-        for s in range(0, max(1, n - WINDOW + 1), HOP):
-            window = np.zeros((WINDOW, mel.shape[1]), np.float32)
-            window[:min(WINDOW, n - s)] = mel[s:s + WINDOW]
-            out.append(window)
-            times.append((start + s * FRAME_S, start + min(n, s + WINDOW) * FRAME_S))
-    if not out:
-        return np.zeros((0, WINDOW, 40), np.float32), np.zeros((0, 2))
-    return np.stack(out), np.array(times)
 
 
 def unit_rows(prints: np.ndarray) -> np.ndarray:
@@ -201,12 +180,10 @@ def diarise(wave: np.ndarray, regions: Sequence[tuple[float, float]], embed: Cal
             speakers: int | None = None, min_speakers: int = 1, max_speakers: int = MAX_SPEAKERS) -> list[Turn]:
     """The turns of a whole 16 kHz signal's speech `regions`; `embed` runs the voiceprint encoder
     on windows (N, 160, 40) -> (N, 256)."""
-    check_speakers(speakers, min_speakers, max_speakers)
-    windows, times = speaker_windows(wave, regions)
-    if not len(windows):
-        return []
-    labels = cluster(embed(windows), speakers, min_speakers, max_speakers)
-    return turns(times, labels, regions)
+    voices = Voices(embed, speakers, min_speakers, max_speakers)
+    voices.hear(regions, wave, 0.0)
+    voices.settle()
+    return voices.turns(0.0, len(wave) / 16000)
 
 
 def check_speakers(speakers: object, min_speakers: object = 1, max_speakers: object = MAX_SPEAKERS) -> None:
@@ -240,6 +217,8 @@ class Voices:
         self.labels = np.zeros(0, int)
         self.regions: list[tuple[float, float]] = []
         self.heard_until = 0.0  # speech regions up to here have been embedded
+        self._next, self._region_windows = 0.0, 0  # the next window's start, and how many the region has so far
+        self._power = RunningStats()  # of the speech embedded so far: its level, by which every window is raised alike
         self.centroids: np.ndarray | None = None  # set once clustered
         self._sums: np.ndarray | None = None
 
@@ -251,16 +230,45 @@ class Voices:
     def speech_s(self) -> float:
         return float(sum(e - s for s, e in self.regions))
 
-    def hear(self, regions: Sequence[tuple[float, float]], wave: np.ndarray, wave_start: float) -> None:
-        """Embed the settled speech `regions` not heard yet; `wave` (from `wave_start` s) holds them."""
-        new = [(s, e) for s, e in regions if s >= self.heard_until - 1e-6]
-        if not new:
+    def hear(self, regions: Sequence[tuple[float, float]], wave: np.ndarray, wave_start: float,
+             going_on: bool = False) -> None:
+        """Embed the speech of `regions` not heard yet (`wave`, from `wave_start` s, holds them);
+        `going_on`: the last region has not ended, so only whole windows of it are cut now, and the
+        rest once more of it is heard: a long region's windows lie on one grid however it came."""
+        for n, (start, end) in enumerate(regions):
+            if end <= self.heard_until + 1e-6:
+                continue
+            last_open = going_on and n == len(regions) - 1
+            if start >= self.heard_until:  # a new region: its own grid
+                self._next, self._region_windows = start, 0
+                self.regions.append((start, end))
+            else:
+                self.regions[-1] = (self.regions[-1][0], end)
+            starts = []
+            while self._next + WINDOW * FRAME_S <= end + 1e-6:
+                starts.append(self._next)
+                self._next += HOP * FRAME_S
+            if not last_open and not starts and not self._region_windows:  # shorter than a window: one, padded
+                starts = [start]
+            self._add(wave, wave_start, starts, end)
+            self._region_windows += len(starts)
+            self.heard_until = end
+
+    def _add(self, wave: np.ndarray, wave_start: float, starts: list[float], end: float) -> None:
+        """Embed the windows starting at `starts` (seconds; none past `end`) and keep them."""
+        if not starts:
             return
-        windows, times = speaker_windows(wave, new, wave_start)
-        self.regions += new
-        self.heard_until = max(e for _, e in new)
-        if not len(windows):
-            return
+        windows, times = [], []
+        for t in starts:  # each window's frames from its own sound: the same however the speech came in pieces
+            stop = min(end, t + WINDOW * FRAME_S)
+            piece = wave[max(0, int(round((t - wave_start) * 16000))):int(round((stop - wave_start) * 16000))]
+            self._power.add(np.square(piece, dtype=np.float64)[:, None])
+            mel = voiceprint_mel(piece, float(np.sqrt(self._power.stats()[0][0])))
+            window = np.zeros((WINDOW, mel.shape[1]), np.float32)
+            window[:min(WINDOW, len(mel))] = mel[:WINDOW]
+            windows.append(window)
+            times.append((t, stop))
+        windows, times = np.stack(windows), np.array(times)
         prints = unit_rows(self.embed(windows).astype(np.float32))
         self.times = np.concatenate([self.times, times])
         self.prints = prints if not len(self.prints) else np.concatenate([self.prints, prints])

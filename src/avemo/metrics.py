@@ -58,7 +58,7 @@ def diarisation_error(reference: list[tuple[float, float, str]], hypothesis: lis
     the way that errs least. Overlapped speech counts once per person speaking."""
     end = max([e for _, e, _ in reference] + [e for _, e, _ in hypothesis] + [0.0])
     frames = int(np.ceil(end / step)) + 1
-    people, voices = sorted({p for *_, p in reference}), sorted({str(v) for *_, v in hypothesis})
+    people, voices = sorted({str(p) for *_, p in reference}), sorted({str(v) for *_, v in hypothesis})
 
     def grid(turns, names) -> np.ndarray:
         g = np.zeros((frames, max(1, len(names))), bool)

@@ -14,42 +14,54 @@ may be taken for two people.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from .diarise import WARM_SPEECH_S, Voices
+from .faces import MIN_MOUTH_MOTION, SPEAKING_MARGIN, FaceObservation, main_track, mouth_motion
 from .segments import Segment, SpeechSoFar
 
 #: Segments wait at most this long (seconds of media) for the voices to be clustered: the bound
 #: on what a long file with little speech holds before its first results.
-WARM_SPAN_S = 180.0
+WARM_SPAN_S = 90.0
 #: A piece of a segment cut at a change of voice shorter than this joins the piece before it.
 MIN_PIECE_S = 0.3
+#: Speech still going on is embedded once this much of it is new (a few of the encoder's 1.6 s windows).
+HEAR_AHEAD_S = 4.0
 
 
-def person_id(voice: int) -> str:
-    return f"P{voice + 1}"
+def person_id(index: int) -> str:
+    return f"P{index + 1}"
 
 
 class PeoplePlanner:
     """A planner (`segments.SpeechPlanner`, `WindowPlanner`, `GivenPlanner`) whose speech segments
     wait until the voices in them are known, then come cut at each change of voice (the speech
     planner's own; the user's stretches stay whole) and labelled with the person speaking.
-    `sound()` gives the sound held now and the second it starts at."""
+    `sound()` gives the sound held now and the second it starts at, `faces()` the faces seen since
+    then: each new voice is linked to the face whose mouth moves while it speaks (`speaking_tracks`),
+    and voices linked to one face are one person (an acted voice in two states, one face)."""
 
-    def __init__(self, inner, voices: Voices, sound: Callable[[], tuple[np.ndarray, float]]) -> None:
-        self.inner, self.voices, self.sound = inner, voices, sound
+    def __init__(self, inner, voices: Voices, sound: Callable[[], tuple[np.ndarray, float]],
+                 faces: Callable[[], list[FaceObservation]] = list) -> None:
+        self.inner, self.voices, self.sound, self.faces = inner, voices, sound, faces
         self.asked = inner.asked
         self._waiting: list[Segment] = []
+        self._person: dict[int, str] = {}  # voice -> person
+        self._linked: dict[str, tuple[int, float]] = {}  # person -> (its face track, the link's confidence)
+        self._by_track: dict[int, str] = {}  # face track -> person
 
     @property
     def keep_from(self) -> float:
-        """No later segment starts before this, and no unheard speech either."""
-        return min([self.inner.keep_from, self.voices.heard_until] + [s.start for s in self._waiting])
+        """No later segment starts before this. (Speech not yet embedded lies after the inner planner's own
+        `keep_from`: it keeps every region that has not settled, and settled ones are embedded at once.)"""
+        return min([self.inner.keep_from] + [s.start for s in self._waiting])
 
     def advance(self, speech: SpeechSoFar) -> list[Segment]:
         self._waiting += self.inner.advance(speech)
-        self._hear(speech.final)
+        going_on = [speech.open] if speech.open and speech.open[1] - self.voices.heard_until >= HEAR_AHEAD_S else []
+        self._hear([*speech.final, *going_on], bool(going_on))  # a long region is heard as it goes on
         first = self._waiting[0].start if self._waiting else speech.known_until
         if self.voices.speech_s >= WARM_SPEECH_S or speech.known_until - first >= WARM_SPAN_S:
             self.voices.settle()
@@ -66,39 +78,70 @@ class PeoplePlanner:
         out, self._waiting = self._labelled(self._waiting), []
         return out
 
-    def _hear(self, regions: Sequence[tuple[float, float]]) -> None:
+    def _hear(self, regions: Sequence[tuple[float, float]], going_on: bool = False) -> None:
         if regions and regions[-1][1] > self.voices.heard_until:
             wave, start = self.sound()
-            self.voices.hear(regions, wave, start)
+            self.voices.hear(regions, wave, start, going_on)
+
+    def _people_of(self, voices: dict[int, list[tuple[float, float]]]) -> None:
+        """Give each voice not seen before a person: the person of the face it is linked to, else a new one."""
+        new = {v: spans for v, spans in voices.items() if v not in self._person}
+        links = speaking_tracks(new, self.faces()) if new else {}
+        for voice in sorted(new, key=lambda v: new[v][0][0]):
+            track, confidence = links.get(voice, (None, 0.0))
+            person = self._by_track.get(track) if track is not None else None
+            if person is None:
+                person = person_id(len(set(self._person.values()) | set(self._by_track.values())))
+                if track is not None:
+                    self._by_track[track], self._linked[person] = person, (track, confidence)
+            self._person[voice] = person
 
     def _labelled(self, segments: list[Segment]) -> list[Segment]:
+        spoken: dict[int, list[tuple[float, float]]] = {}
+        for seg in segments:
+            for t in self.voices.turns(seg.start, seg.end) if seg.speech or self.asked else []:
+                spoken.setdefault(t.speaker, []).append((t.start, t.end))
+        self._people_of(spoken)
         out: list[Segment] = []
         for seg in segments:
             turns = self.voices.turns(seg.start, seg.end) if seg.speech or self.asked else []
             if not turns:
-                out.append(seg)
+                out.append(self._face_only(seg))
             elif self.asked:  # the user's stretch, whole: the person who speaks most of it
                 share: dict[int, float] = {}
                 for t in turns:
                     share[t.speaker] = share.get(t.speaker, 0.0) + t.end - t.start
-                out.append(Segment(seg.start, seg.end, seg.speech, person_id(max(share, key=share.get))))
+                out.append(Segment(seg.start, seg.end, seg.speech, self._person[max(share, key=share.get)]))
             else:
-                out += cut_at_turns(seg, turns)
-        return out
+                out += cut_at_turns(seg, turns, self._person)
+        return [replace(seg, face=self._linked[seg.person]) if seg.person in self._linked and seg.face is None else seg
+                for seg in out]
+
+    def _face_only(self, seg: Segment) -> Segment:
+        """A stretch without speech: the person whose face it mostly shows (a listener's face is a
+        person too, judged from the face), a new one for a face not seen speaking."""
+        inside = [o for o in self.faces() if seg.start <= o.time < seg.end]
+        if not inside:
+            return seg
+        track = main_track(inside)[0].track
+        person = self._by_track.get(track)
+        if person is None:
+            person = self._by_track[track] = person_id(len(set(self._person.values()) | set(self._by_track.values())))
+        return replace(seg, person=person, face=(track, None))
 
 
-def cut_at_turns(seg: Segment, turns: Sequence) -> list[Segment]:
-    """`seg` cut at each change of voice inside it, each piece labelled with its voice; pieces
-    shorter than `MIN_PIECE_S` join the one before (or after)."""
+def cut_at_turns(seg: Segment, turns: Sequence, person: dict[int, str]) -> list[Segment]:
+    """`seg` cut at each change of person inside it (`person`: each voice's), each piece labelled
+    with its person; pieces shorter than `MIN_PIECE_S` join the one before (or after)."""
     pieces: list[list] = []
     for t in turns:
         a, b = max(seg.start, t.start), min(seg.end, t.end)
         if b <= a:
             continue
-        if pieces and pieces[-1][2] == t.speaker:
+        if pieces and pieces[-1][2] == person[t.speaker]:
             pieces[-1][1] = b
         else:
-            pieces.append([a, b, t.speaker])
+            pieces.append([a, b, person[t.speaker]])
     if not pieces:
         return [seg]
     pieces[0][0], pieces[-1][1] = seg.start, seg.end  # the segment's padding stays with its ends
@@ -111,7 +154,33 @@ def cut_at_turns(seg: Segment, turns: Sequence) -> list[Segment]:
             merged[-1] = [merged[-1][0], piece[1], keep[2]]
         else:
             merged.append(piece)
-    return [Segment(round(a, 3), round(b, 3), seg.speech, person_id(v)) for a, b, v in merged]
+    return [Segment(round(a, 3), round(b, 3), seg.speech, who) for a, b, who in merged]
+
+
+def speaking_tracks(voices: dict[int, list[tuple[float, float]]], observations: Sequence[FaceObservation]
+                    ) -> dict[int, tuple[int, float]]:
+    """For each voice (its turns), the face track (`FaceObservation.track`) that speaks it, and how
+    sure that is (0-1): the face whose mouth moves most while the voice speaks, where it moves
+    (`faces.MIN_MOUTH_MOTION`) and clearly more than any other face's then (`faces.SPEAKING_MARGIN`,
+    the speaking-face rule of `faces.main_track`). A voice no face moves with (a narrator, someone
+    off screen) has no track: unlinked rather than guessed."""
+    tracks: dict[int, list[FaceObservation]] = {}
+    for o in observations:
+        tracks.setdefault(o.track, []).append(o)
+    links = {}
+    for voice, spans in voices.items():
+        motion = {}
+        for track, seen in tracks.items():
+            inside = [o for o in seen if any(a <= o.time < b for a, b in spans)]
+            if len(inside) >= 3:
+                motion[track] = mouth_motion(inside)
+        if not motion:
+            continue
+        best = max(motion, key=motion.get)
+        rival = max((m for t, m in motion.items() if t != best), default=0.0)
+        if motion[best] >= MIN_MOUTH_MOTION and motion[best] >= SPEAKING_MARGIN * rival:
+            links[voice] = (best, round(1.0 - rival / motion[best], 3))
+    return links
 
 
 def people_summary(results: Sequence) -> list[dict]:
@@ -129,7 +198,8 @@ def people_summary(results: Sequence) -> list[dict]:
         emotion = _weighted([r.emotion_probs for r in rs], weights)
         sentiment = _weighted([r.sentiment_probs for r in rs], weights)
         faced = [r for r in rs if r.face_box is not None]
-        shown = max(faced, key=lambda r: r.end - r.start, default=None)
+        own = [r for r in faced if r.link is not None]  # their own face, where their voice is linked to one
+        shown = max(own or faced, key=lambda r: r.end - r.start, default=None)
         out.append({
             "person": who,
             "speaking_s": round(sum(r.end - r.start for r in rs if "audio" in r.modalities), 3),
@@ -137,7 +207,8 @@ def people_summary(results: Sequence) -> list[dict]:
             "segments": len(rs),
             "emotion": max(emotion, key=emotion.get), "emotion_probs": emotion,
             "sentiment": max(sentiment, key=sentiment.get), "sentiment_probs": sentiment,
-            "voice_face_linked": False, "link_confidence": None,
+            "voice_face_linked": any(r.link is not None for r in rs),
+            "link_confidence": max((r.link for r in rs if r.link is not None), default=None),
             "face_box": shown.face_box if shown else None,
             "face_time": round((shown.start + shown.end) / 2, 3) if shown else None,
         })

@@ -85,6 +85,7 @@ class SegmentResult:
     faces: int  # most faces seen at once in the segment's sampled frames
     face_box: list[int] | None = None  # x, y, w, h (source pixels) of the face judged: its median box, inside the picture
     person: str | None = None  # whose voice: "P1", "P2", ... per file (people=True); None where no one is told apart
+    link: float | None = None  # where the face judged is the person's own (their voice linked to it): how sure, 0-1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +100,7 @@ class SegmentInputs:
     crops: list[np.ndarray] = field(default_factory=list)
     faces: int = 0
     box: tuple[int, int, int, int] | None = None  # the judged face's median box, in the sampled frames
+    link: float | None = None  # the face judged is the segment's person's own, this sure
 
 
 def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence[FaceObservation],
@@ -119,8 +121,11 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
         first = round(wave_start * SAMPLE_RATE)
         item.mel = voice(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first])
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
+    own = [o for o in inside if seg.face is not None and o.track == seg.face[0]]  # the person's own face, where linked
+    if own:
+        item.link = seg.face[1]
     if inside:
-        main = main_track(inside, [span] if span else ())
+        main = own or main_track(inside, [span] if span else ())
         pick = np.linspace(0, len(main) - 1, min(len(main), max_faces)).round().astype(int)
         item.crops = [main[i].crop for i in pick]
         item.faces = max(o.n_faces for o in inside)
@@ -368,7 +373,7 @@ class Model:
         wait until the voices are known, then come cut and labelled by person (`people.py`)."""
         hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image, levels=levels), _Held()
         if voices is not None:
-            planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start))
+            planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start), lambda: held.observations)
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
         has_picture, pending, later = frames is not None, [], []
@@ -478,6 +483,7 @@ class Model:
                 faces=item.faces,
                 face_box=[round(v * box_scale) for v in item.box] if item.box and item.crops else None,
                 person=item.segment.person,
+                link=item.link if item.crops else None,
             ))
         return results
 

@@ -40,12 +40,14 @@ VAD_HOP_S = VAD_CHUNK / 16000
 @dataclass(frozen=True)
 class Segment:
     """A stretch of a file to analyse; `speech` says whether the VAD heard a voice in it, `person`
-    whose voice it is ("P1", ...: anonymous, per file; None where no one is told apart)."""
+    whose voice it is ("P1", ...: anonymous, per file; None where no one is told apart), `face`
+    the face track that voice is linked to."""
 
     start: float
     end: float
     speech: bool = True
     person: str | None = None
+    face: tuple[int, float | None] | None = None  # the person's face (its track) and how sure its link to their voice is
 
     @property
     def duration(self) -> float:
