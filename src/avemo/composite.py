@@ -84,7 +84,8 @@ def still_clip(image: str | Path, utterance: str | Path, out: str | Path, scale:
     for as long as `utterance` lasts, with that utterance as its sound."""
     canvas = on_a_frame(_grey_image(image), scale, size)
     length = len(load_audio(utterance)) / SAMPLE_RATE
-    return _grey_clip((canvas for _ in range(max(1, int(np.ceil(length * rate))))), size, rate, utterance, length, out)
+    return _grey_clip((canvas for _ in range(max(1, int(np.ceil(length * rate))))), size, rate, [(0.0, utterance)],
+                      length, out)
 
 
 def on_a_frame(face: np.ndarray, scale: float = 4, size: tuple[int, int] = (640, 360)) -> np.ndarray:
@@ -126,7 +127,7 @@ def beside(video: str | Path, photo: str | Path, utterance: str | Path, out: str
                 yield canvas
                 n += 1
 
-    return _grey_clip(canvases(), (720, 360), rate, utterance, length, out)
+    return _grey_clip(canvases(), (720, 360), rate, [(0.0, utterance)], length, out)
 
 
 def _grey_image(path: str | Path) -> np.ndarray:
@@ -138,10 +139,10 @@ def _grey_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def _grey_clip(canvases: Iterable[np.ndarray], size: tuple[int, int], rate: int, utterance: str | Path, length: float,
-               out: str | Path) -> Path:
-    """Write `out`: the grey `canvases` (of `size`) as H.264 at `rate` frames a second, with
-    `utterance` as its `length` seconds of sound."""
+def _grey_clip(canvases: Iterable[np.ndarray], size: tuple[int, int], rate: int, utterances: list[tuple[float, str | Path]],
+               length: float, out: str | Path) -> Path:
+    """Write `out`: the grey `canvases` (of `size`) as H.264 at `rate` frames a second, with the
+    `utterances` (each at its offset in seconds) as its `length` seconds of sound."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
@@ -154,7 +155,7 @@ def _grey_clip(canvases: Iterable[np.ndarray], size: tuple[int, int], rate: int,
             frame.pts, frame.time_base = n, Fraction(1, rate)
             dst.mux(vout.encode(frame))
         dst.mux(vout.encode(None))
-        _write_track(dst, aout, [(0.0, utterance)], length)
+        _write_track(dst, aout, utterances, length)
     return out
 
 
@@ -306,16 +307,4 @@ def conversation(turns: list[tuple[int, str | Path]], out: str | Path, layout: s
         at += len(frames) / rate
         canvases += [canvas(who, None)] * int(gap * rate)
         at += int(gap * rate) / rate
-    out = Path(out)
-    with av.open(str(out), "w", options={"movflags": "faststart"}) as dst:
-        vout = dst.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
-        vout.options = {"crf": "23", "preset": "veryfast"}
-        aout = dst.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        for n, picture in enumerate(canvases):
-            frame = av.VideoFrame.from_ndarray(picture, format="gray").reformat(format="yuv420p")
-            frame.pts, frame.time_base = n, Fraction(1, rate)
-            dst.mux(vout.encode(frame))
-        dst.mux(vout.encode(None))
-        _write_track(dst, aout, track, len(canvases) / rate)
-    return out, truth
+    return _grey_clip(canvases, size, rate, track, len(canvases) / rate, out), truth
