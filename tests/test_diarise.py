@@ -153,14 +153,15 @@ def test_a_face_that_never_speaks_is_a_person_judged_by_the_face(model):
     assert person["speaking_s"] == 0 and not person["voice_face_linked"] and person["face_box"] is not None
 
 
+TURNS = [(0, "1001_DFA_ANG_XX.flv"), (1, "01-01-01-01-01-01-01.mp4"), (0, "1001_DFA_HAP_XX.flv")]
+
+
 def test_two_filmed_people_side_by_side_are_two_linked_people(model, tmp_path):
     """The two real people of av_clips (their own face and voice) taking turns side by side: two
     people, each voice linked to the face in its own half of the picture."""
     from avemo.composite import conversation
 
-    clips = DATA / "av_clips"
-    turns = [(0, clips / "1001_DFA_ANG_XX.flv"), (1, clips / "01-01-01-01-01-01-01.mp4"), (0, clips / "1001_DFA_HAP_XX.flv")]
-    video, truth = conversation(turns, tmp_path / "side.mp4", "side")
+    video, truth = conversation([(who, DATA / "av_clips" / clip) for who, clip in TURNS], tmp_path / "side.mp4", "side")
     results = model.predict(video, people=True)
     spoken = [r for r in results if "audio" in r.modalities]
     for a, b, who in truth:  # the segment covering each turn: the person of that turn, their face in their half
@@ -168,3 +169,19 @@ def test_two_filmed_people_side_by_side_are_two_linked_people(model, tmp_path):
         assert r.link is not None and (r.face_box[0] + r.face_box[2] / 2) // 480 == who
     assert len({r.person for r in spoken}) == 2
     assert [r.person for r in spoken][0] == [r.person for r in spoken][-1]  # the same person, angry then happy
+
+
+def test_two_filmed_people_cut_between_are_told_apart_by_their_faces(model, tmp_path):
+    """Cut between at the same framing, each face continues where the other was: the tracks end at
+    each cut, and the faces' identities (dlib's network) say whose each is."""
+    from avemo.composite import conversation
+
+    video, truth = conversation([(who, DATA / "av_clips" / clip) for who, clip in TURNS], tmp_path / "cut.mp4", "cut")
+    results = model.predict(video, people=True)
+    said = {}
+    for a, b, who in truth:
+        r = max(results, key=lambda r: max(0.0, min(r.end, b) - max(r.start, a)))
+        said.setdefault(who, set()).add(r.person)
+        assert r.link is not None
+    assert all(len(people) == 1 for people in said.values()) and said[0] != said[1]
+    assert len({r.person for r in results}) == 2

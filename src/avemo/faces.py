@@ -42,6 +42,10 @@ MIN_STILL_SIDE = 24
 #: Seconds between full searches of a frame while no face is followed; twice that while faces are
 #: followed (a face lost, as at a cut, brings a full search at once).
 DETECT_EVERY_S = 2.0
+#: Mean grey-level change (of the picture at 32x18) from one sampled frame to the next above which a
+#: cut is taken to lie between them (`FaceTracker(cuts=True)`: where people are told apart, a face
+#: after a cut is a new track, and its identity says whose it is).
+CUT_DIFF = 20.0
 #: The mouth in a crop (rows, columns): the lower middle of a face box with its margin.
 MOUTH = (slice(30, 43), slice(13, 35))
 #: While someone speaks, a face whose mouth moves this many times more than the largest face's
@@ -327,8 +331,10 @@ class FaceTracker:
     """
 
     def __init__(self, detector: FaceDetector, is_image: bool = False, detect_every: float = DETECT_EVERY_S,
-                 levels: np.ndarray | None = None) -> None:
+                 levels: np.ndarray | None = None, cuts: bool = False) -> None:
         self.detector = detector
+        self.cuts = cuts  # end every track at a cut: a face after it is a new track, wherever it is
+        self._thumb: np.ndarray | None = None  # the last frame, small: what a cut is told by
         self.is_image = is_image
         self.detect_every = detect_every
         self.levels = levels
@@ -342,6 +348,8 @@ class FaceTracker:
         if self.is_image and max(grey.shape[:2]) <= TIGHT_CROP_MAX_SIDE:
             whole = self.detector.observe(t, grey, is_still=True, levels=self.levels)  # taken whole; other photos are searched
             return [whole] if whole else []
+        if self.cuts and self._cut(grey):
+            self._live, self._looks, self._next_full = {}, {}, t
         live = self._live
         followed = {} if t + 1e-6 >= self._next_full else \
             {k: b for k, b in ((k, follow(grey, box, self._looks[k], self.levels)) for k, box in live.items()) if b}
@@ -360,6 +368,15 @@ class FaceTracker:
             found = followed
         self._live = found
         return [FaceObservation(t, box, grey, len(found), k, levels=self.levels) for k, box in found.items()]
+
+
+    def _cut(self, grey: np.ndarray) -> bool:
+        """Whether `grey` follows a cut: its small grey picture differs from the last one's by more than
+        `CUT_DIFF` levels on average (a cut changes the whole picture; a face moving, a small part of it)."""
+        thumb = cv2.resize(grey, (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
+        cut = self._thumb is not None and thumb.shape == self._thumb.shape and float(np.abs(thumb - self._thumb).mean()) > CUT_DIFF
+        self._thumb = thumb
+        return cut
 
 
 def observe_faces(detector: FaceDetector, frames: Iterable[tuple[float, np.ndarray]], is_image: bool = False,

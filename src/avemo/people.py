@@ -20,6 +20,7 @@ import numpy as np
 
 from .diarise import WARM_SPEECH_S, Voices
 from .faces import MIN_MOUTH_MOTION, SPEAKING_MARGIN, FaceObservation, main_track, mouth_motion
+from .identity import Identities
 from .segments import Segment, SpeechSoFar
 
 #: Segments wait at most this long (seconds of media) for the voices to be clustered: the bound
@@ -41,7 +42,8 @@ class PeoplePlanner:
     planner's own; the user's stretches stay whole) and labelled with the person speaking.
     `sound()` gives the sound held now and the second it starts at, `faces()` the faces seen since
     then: each new voice is linked to the face whose mouth moves while it speaks (`speaking_tracks`),
-    and voices linked to one face are one person (an acted voice in two states, one face)."""
+    and voices linked to one face are one person (an acted voice in two states, one face); a face is
+    known again after a cut or an absence by its identity (`identity.Identities`)."""
 
     def __init__(self, inner, voices: Voices, sound: Callable[[], tuple[np.ndarray, float]],
                  faces: Callable[[], list[FaceObservation]] = list) -> None:
@@ -49,8 +51,10 @@ class PeoplePlanner:
         self.asked = inner.asked
         self._waiting: list[Segment] = []
         self._person: dict[int, str] = {}  # voice -> person
-        self._linked: dict[str, tuple[int, float]] = {}  # person -> (its face track, the link's confidence)
-        self._by_track: dict[int, str] = {}  # face track -> person
+        self.identities = Identities()  # face tracks -> who they show
+        self._by_face: dict[int, str] = {}  # face identity -> person
+        self._face: dict[str, int] = {}  # person -> face identity
+        self._link: dict[str, float] = {}  # person -> how sure their voice is linked to their face
 
     @property
     def keep_from(self) -> float:
@@ -86,15 +90,22 @@ class PeoplePlanner:
     def _people_of(self, voices: dict[int, list[tuple[float, float]]]) -> None:
         """Give each voice not seen before a person: the person of the face it is linked to, else a new one."""
         new = {v: spans for v, spans in voices.items() if v not in self._person}
-        links = speaking_tracks(new, self.faces()) if new else {}
+        seen = self.faces()
+        links = speaking_tracks(new, seen, lambda track: self.identities.of(track, seen)) if new else {}
         for voice in sorted(new, key=lambda v: new[v][0][0]):
             track, confidence = links.get(voice, (None, 0.0))
-            person = self._by_track.get(track) if track is not None else None
+            face = self.identities.of(track, self.faces()) if track is not None else None
+            person = self._by_face.get(face) if face is not None else None
             if person is None:
-                person = person_id(len(set(self._person.values()) | set(self._by_track.values())))
-                if track is not None:
-                    self._by_track[track], self._linked[person] = person, (track, confidence)
+                person = self._new_person()
+                if face is not None:
+                    self._by_face[face], self._face[person] = person, face
+            if face is not None:
+                self._link[person] = max(self._link.get(person, 0.0), confidence)
             self._person[voice] = person
+
+    def _new_person(self) -> str:
+        return person_id(len(set(self._person.values()) | set(self._by_face.values())))
 
     def _labelled(self, segments: list[Segment]) -> list[Segment]:
         spoken: dict[int, list[tuple[float, float]]] = {}
@@ -114,8 +125,16 @@ class PeoplePlanner:
                 out.append(Segment(seg.start, seg.end, seg.speech, self._person[max(share, key=share.get)]))
             else:
                 out += cut_at_turns(seg, turns, self._person)
-        return [replace(seg, face=self._linked[seg.person]) if seg.person in self._linked and seg.face is None else seg
-                for seg in out]
+        return [self._own_face(seg) for seg in out]
+
+    def _own_face(self, seg: Segment) -> Segment:
+        """`seg` with its person's own face track in it, where one is seen (and how sure the link of
+        their voice to it is; None for a face-only person)."""
+        if seg.person not in self._face or seg.face is not None:
+            return seg
+        tracks = {o.track for o in self.faces() if seg.start <= o.time < seg.end}
+        own = [t for t in sorted(tracks) if self.identities.of(t, self.faces()) == self._face[seg.person]]
+        return replace(seg, face=(own[0], self._link.get(seg.person))) if own else seg
 
     def _face_only(self, seg: Segment) -> Segment:
         """A stretch without speech: the person whose face it mostly shows (a listener's face is a
@@ -124,10 +143,12 @@ class PeoplePlanner:
         if not inside:
             return seg
         track = main_track(inside)[0].track
-        person = self._by_track.get(track)
+        face = self.identities.of(track, self.faces())
+        person = self._by_face.get(face)
         if person is None:
-            person = self._by_track[track] = person_id(len(set(self._person.values()) | set(self._by_track.values())))
-        return replace(seg, person=person, face=(track, None))
+            person = self._by_face[face] = self._new_person()
+            self._face[person] = face
+        return replace(seg, person=person, face=(track, self._link.get(person)))
 
 
 def cut_at_turns(seg: Segment, turns: Sequence, person: dict[int, str]) -> list[Segment]:
@@ -157,29 +178,32 @@ def cut_at_turns(seg: Segment, turns: Sequence, person: dict[int, str]) -> list[
     return [Segment(round(a, 3), round(b, 3), seg.speech, who) for a, b, who in merged]
 
 
-def speaking_tracks(voices: dict[int, list[tuple[float, float]]], observations: Sequence[FaceObservation]
-                    ) -> dict[int, tuple[int, float]]:
-    """For each voice (its turns), the face track (`FaceObservation.track`) that speaks it, and how
-    sure that is (0-1): the face whose mouth moves most while the voice speaks, where it moves
-    (`faces.MIN_MOUTH_MOTION`) and clearly more than any other face's then (`faces.SPEAKING_MARGIN`,
-    the speaking-face rule of `faces.main_track`). A voice no face moves with (a narrator, someone
-    off screen) has no track: unlinked rather than guessed."""
+def speaking_tracks(voices: dict[int, list[tuple[float, float]]], observations: Sequence[FaceObservation],
+                    face: Callable[[int], int] = lambda track: track) -> dict[int, tuple[int, float]]:
+    """For each voice (its turns), the face (`face(track)`: the identity a track shows) that speaks
+    it, and how sure that is (0-1): the face whose mouth moves most while the voice speaks (over all
+    its tracks: a person cut away from and back to), where it moves (`faces.MIN_MOUTH_MOTION`) and
+    clearly more than any other face's then (`faces.SPEAKING_MARGIN`, the speaking-face rule of
+    `faces.main_track`); the track returned is one of that face's. A voice no face moves with (a
+    narrator, someone off screen) has none: unlinked rather than guessed."""
     tracks: dict[int, list[FaceObservation]] = {}
     for o in observations:
         tracks.setdefault(o.track, []).append(o)
     links = {}
     for voice, spans in voices.items():
-        motion = {}
+        moves: dict[int, list[tuple[float, int]]] = {}  # face -> (mouth motion, frames) of each of its tracks
         for track, seen in tracks.items():
             inside = [o for o in seen if any(a <= o.time < b for a, b in spans)]
             if len(inside) >= 3:
-                motion[track] = mouth_motion(inside)
+                moves.setdefault(face(track), []).append((mouth_motion(inside), len(inside)))
+        motion = {who: float(np.average([m for m, _ in ms], weights=[n for _, n in ms])) for who, ms in moves.items()}
         if not motion:
             continue
         best = max(motion, key=motion.get)
         rival = max((m for t, m in motion.items() if t != best), default=0.0)
         if motion[best] >= MIN_MOUTH_MOTION and motion[best] >= SPEAKING_MARGIN * rival:
-            links[voice] = (best, round(1.0 - rival / motion[best], 3))
+            track = next(t for t, seen in tracks.items() if face(t) == best)
+            links[voice] = (track, round(1.0 - rival / motion[best], 3))
     return links
 
 

@@ -371,7 +371,8 @@ class Model:
         (`MediaInfo.levels`). Segments are judged `batch` at a time, their
         voices standardised by `norm` where the model asks for it; with `voices`, speech segments
         wait until the voices are known, then come cut and labelled by person (`people.py`)."""
-        hearing, faces, held = SpeechTracker(), FaceTracker(self.detector, is_image, levels=levels), _Held()
+        hearing, held = SpeechTracker(), _Held()
+        faces = FaceTracker(self.detector, is_image, levels=levels, cuts=voices is not None)  # people: a track ends at a cut
         if voices is not None:
             planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start), lambda: held.observations)
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
