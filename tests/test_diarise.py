@@ -185,3 +185,19 @@ def test_two_filmed_people_cut_between_are_told_apart_by_their_faces(model, tmp_
         assert r.link is not None
     assert all(len(people) == 1 for people in said.values()) and said[0] != said[1]
     assert len({r.person for r in results}) == 2
+
+
+def test_live_tells_the_voices_apart_after_its_first_seconds_of_speech(model, wave):
+    """The recording twice over, heard a quarter second at a time as from a microphone: two people,
+    and the second time through each turn goes to the person it went to the first time."""
+    twice = np.concatenate([wave, wave])
+    results = list(model.live((twice[i:i + 4000] for i in range(0, len(twice), 4000)), people=True))
+    assert {r.person for r in results} == {"P1", "P2"}
+    first = [r for r in results if r.end <= 30.0]
+    again = [r for r in results if r.start >= 30.0]
+
+    def then(r):
+        mid = (r.start + r.end) / 2 - 30.0
+        return next((f.person for f in first if f.start <= mid < f.end), None)
+
+    assert sum(then(r) == r.person for r in again) >= 0.75 * len(again)

@@ -28,6 +28,8 @@ from .segments import Segment, SpeechSoFar
 WARM_SPAN_S = 90.0
 #: A piece of a segment cut at a change of voice shorter than this joins the piece before it.
 MIN_PIECE_S = 0.3
+#: Live, the voices are clustered after this much speech (or this much time): the first results wait for it.
+LIVE_WARM = (20.0, 30.0)
 #: Speech still going on is embedded once this much of it is new (a few of the encoder's 1.6 s windows).
 HEAR_AHEAD_S = 4.0
 
@@ -46,8 +48,10 @@ class PeoplePlanner:
     known again after a cut or an absence by its identity (`identity.Identities`)."""
 
     def __init__(self, inner, voices: Voices, sound: Callable[[], tuple[np.ndarray, float]],
-                 faces: Callable[[], list[FaceObservation]] = list) -> None:
+                 faces: Callable[[], list[FaceObservation]] = list, warm: tuple[float, float] = (WARM_SPEECH_S, WARM_SPAN_S)
+                 ) -> None:
         self.inner, self.voices, self.sound, self.faces = inner, voices, sound, faces
+        self.warm_speech_s, self.warm_span_s = warm  # how much speech, or media, is clustered before results come
         self.asked = inner.asked
         self._waiting: list[Segment] = []
         self._person: dict[int, str] = {}  # voice -> person
@@ -67,7 +71,7 @@ class PeoplePlanner:
         going_on = [speech.open] if speech.open and speech.open[1] - self.voices.heard_until >= HEAR_AHEAD_S else []
         self._hear([*speech.final, *going_on], bool(going_on))  # a long region is heard as it goes on
         first = self._waiting[0].start if self._waiting else speech.known_until
-        if self.voices.speech_s >= WARM_SPEECH_S or speech.known_until - first >= WARM_SPAN_S:
+        if self.voices.speech_s >= self.warm_speech_s or speech.known_until - first >= self.warm_span_s:
             self.voices.settle()
         if not self.voices.ready:
             return []

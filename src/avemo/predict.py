@@ -21,12 +21,12 @@ import numpy as np
 
 from .audio import MelSettings, voice_features
 from .config import ModelConfig
-from .diarise import Voices
+from .diarise import WARM_SPEECH_S, Voices
 from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, FaceTracker, inside_frame, main_track
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .normalise import Normaliser
-from .people import PeoplePlanner
+from .people import LIVE_WARM, WARM_SPAN_S, PeoplePlanner
 from .runtime import Runtime, SharedRuntime, open_runtime, softmax
 from .segments import (
     GivenPlanner,
@@ -343,19 +343,22 @@ class Model:
                              voices=voices if "audio" in modalities and info.has_audio else None)
 
     def live(self, sound: Iterable[np.ndarray], frames: Iterable[tuple[float, np.ndarray]] | None = None, *,
-             modalities: Iterable[str] = MODALITIES, width: int = 0, normalise: str | Normaliser = "auto"
-             ) -> Iterator[SegmentResult]:
+             modalities: Iterable[str] = MODALITIES, width: int = 0, normalise: str | Normaliser = "auto",
+             people: bool = False, speakers: int | None = None) -> Iterator[SegmentResult]:
         """Results for sound and frames as they arrive (a microphone and a camera): `sound`
         yields blocks of 16 kHz mono float32 (a quarter of a second is a good size), `frames`
         (time in s on the sound's clock, grey uint8 picture) as they are taken; either
         iterable may wait for more. Each segment is judged on its own as soon as it settles
         (speech a pause after it ends; a face-only window once it is over), not in batches.
-        `width`: the camera picture's, to give face boxes in its pixels."""
+        `width`: the camera picture's, to give face boxes in its pixels. `people`, `speakers`: as
+        `predict` takes them; the voices are clustered after the first 20 s of speech (or 30 s), so
+        the first results wait that long, and later voices join them or are new people."""
         modalities = _check_modalities(modalities)
+        voices = self.voices(people, speakers)
         sound = _heard(sound) if "audio" in modalities else None
         frames = iter(frames) if frames is not None and "face" in modalities else None
         return self._run("live", sound, frames, SpeechPlanner(frames is not None), False, modalities, 0.0, width, batch=1,
-                         norm=self.normaliser(normalise))
+                         norm=self.normaliser(normalise), voices=voices if sound is not None else None, warm=LIVE_WARM)
 
     # ------------------------------------------------------------ stages
 
@@ -363,7 +366,8 @@ class Model:
              frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
              modalities: tuple[str, ...], declared: float, width: int = 0, batch: int = INFER_BATCH,
              progress: Callable[[float, float], None] | None = None, norm: Normaliser | None = None,
-             levels: np.ndarray | None = None, voices: Voices | None = None) -> Iterator[SegmentResult]:
+             levels: np.ndarray | None = None, voices: Voices | None = None,
+             warm: tuple[float, float] = (WARM_SPEECH_S, WARM_SPAN_S)) -> Iterator[SegmentResult]:
         """The pipeline over a file's sound (blocks, with their VAD probabilities) and its
         frames, a block at a time: the segments each step settles are analysed and given
         out, and what no later segment needs (sound, faces) is let go. `width`: the
@@ -374,7 +378,7 @@ class Model:
         hearing, held = SpeechTracker(), _Held()
         faces = FaceTracker(self.detector, is_image, levels=levels, cuts=voices is not None)  # people: a track ends at a cut
         if voices is not None:
-            planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start), lambda: held.observations)
+            planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start), lambda: held.observations, warm)
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
         has_picture, pending, later = frames is not None, [], []

@@ -638,7 +638,7 @@ class LiveSession:
 
         loop = asyncio.get_running_loop()
         outbox: asyncio.Queue = asyncio.Queue()
-        start = await self.socket.receive_json()  # {"type": "start", "video": bool, "audio": bool}
+        start = await self.socket.receive_json()  # {"type": "start", "video": bool, "audio": bool, "people": bool}
         modalities = [m for m, on in (("audio", start.get("audio", True)), ("face", start.get("video", True))) if on]
         if not modalities:
             await self.socket.send_json({"type": "error", "error": "neither a microphone nor a camera to analyse"})
@@ -649,7 +649,7 @@ class LiveSession:
             try:
                 frames = self._frames() if "face" in modalities else None
                 for result in model.live(self._sound() if "audio" in modalities else iter(()), frames,
-                                         modalities=modalities, width=0):
+                                         modalities=modalities, width=0, people=start.get("people") is True):
                     message = {"type": "segment", **result.to_dict(), "width": self.width}
                     loop.call_soon_threadsafe(outbox.put_nowait, message)
                 loop.call_soon_threadsafe(outbox.put_nowait, {"type": "done"})
