@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from . import __version__
@@ -141,6 +142,7 @@ def _predict(args: argparse.Namespace) -> int:
         # table, csv and jsonl are written segment by segment, as results come (an interrupted
         # batch keeps what it finished; --resume goes on from there); json and srt once, at the end
         sink = None
+        rows = partial(write_table, header=False, people=people) if fmt == "table" else STREAMED.get(fmt)
         if fmt in STREAMED:
             sink = stack.enter_context(open(args.out, "a" if done else "w", encoding="utf-8", newline="")) \
                 if args.out else sys.stdout
@@ -156,7 +158,7 @@ def _predict(args: argparse.Namespace) -> int:
                     if sink is not None:
                         if fmt == "table" and not found:
                             write_table({shown(path): []}, sink, people=people)
-                        STREAMED["table_people" if fmt == "table" and people else fmt]({shown(path): [result]}, sink)
+                        rows({shown(path): [result]}, sink)
                         sink.flush()
                     found.append(result)
             except AvemoError as exc:
@@ -168,10 +170,7 @@ def _predict(args: argparse.Namespace) -> int:
             if sink is None:
                 results[shown(path)] = found
     if results:
-        if args.out and not args.out.is_file() and args.out.exists():  # a device: written as it is
-            with open(args.out, "w", encoding="utf-8", newline="") as f:
-                WRITERS[fmt](results, f)
-        elif args.out:
+        if args.out:
             with written_whole(args.out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
                 WRITERS[fmt](results, f)
         else:

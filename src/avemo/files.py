@@ -16,8 +16,12 @@ from pathlib import Path
 def written_whole(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to, which replaces `path` once the block ends
     without error (and is removed otherwise). It keeps `path`'s suffix, which some writers
-    (NumPy, FFmpeg) read the format from; the parent folder is created."""
+    (NumPy, FFmpeg) read the format from; the parent folder is created. A device or a pipe
+    (/dev/stdout) is written as it is: renamed over, it would be replaced by a file."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
     try:

@@ -113,6 +113,6 @@ class Normaliser:
             self._file.add(r)
             if who is not None:
                 self._people.setdefault(who, RunningStats()).add(r)
-        stats = {who: running.stats() for who, running in self._people.items()}
+        stats = {who: self._people[who].stats() for who in set(people) - {None}}  # this batch's people only
         whole = self._file.stats()
         return [paired(r, stats.get(who, whole)) for r, who in zip(rows, people)]

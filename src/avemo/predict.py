@@ -313,8 +313,8 @@ class Model:
         (raised once the file has been read). `progress(seconds, duration)` is called as the
         file is read: how far the pipeline has got, of the media's duration; an exception it
         raises stops the run (a cancelled job). `people`, `speakers`: as `predict` takes them; with
-        people, the first results wait until the voices are known (the first two minutes of
-        speech, or three minutes of media, or the whole of a shorter file)."""
+        people, the first results wait until the voices are known (the first minute of speech,
+        or a minute and a half of media, or the whole of a shorter file)."""
         modalities = _check_modalities(modalities)
         segments, every = given_segments(segments), window_length(every)
         if segments is not None and every is not None:

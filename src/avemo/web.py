@@ -120,10 +120,6 @@ class Job:
                 "people": self.people}
 
 
-class Cancelled(Exception):
-    """A job's run stopped because it was cancelled (deleted, or the server shutting down)."""
-
-
 class JobBoard:
     """The jobs, their bounded queue and the workers that run them."""
 

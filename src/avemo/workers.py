@@ -72,10 +72,6 @@ class Worker:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
     def wait_ready(self, stop: Callable[[], bool]) -> bool:
         """Until the model is loaded (True), or `stop()` says so (False); WorkerDied if the process ends first."""
         while not self.ready:

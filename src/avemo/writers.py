@@ -105,7 +105,6 @@ WRITERS: dict[str, Callable[..., None]] = {
 #: appear (and are flushed) while it is analysed.
 STREAMED: dict[str, Callable[[Results, TextIO], None]] = {
     "csv": partial(write_csv, header=False), "jsonl": write_jsonl, "table": partial(write_table, header=False),
-    "table_people": partial(write_table, header=False, people=True),
 }
 #: Streamed formats an interrupted batch can resume from (`finished_files`).
 RESUMABLE = ("csv", "jsonl")
