@@ -13,7 +13,7 @@ is: a result (exit 0), or one clear line and exit 1 (the API: AvemoError); it is
          be judged, a result where a refusal was due, or a message that is not one line;
   crash  the process died (a signal such as SIGSEGV), or the server stopped answering.
 
-The summary line is what the README quotes.
+The summary line is what docs/usage.md and the README quote.
 """
 
 from __future__ import annotations

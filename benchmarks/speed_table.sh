@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's speed table, every row, on this machine (run it on a quiet one: ~15 minutes on 2 cores).
+# docs/speed.md's table, every row, on this machine (run it on a quiet one: ~15 minutes on 2 cores).
 # Needs the full install (torch for the torch column): see the README's second command.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -4,7 +4,7 @@
 #   bash recipes/default.sh ../shared/data runs/default     # then: avemo predict clip.mp4 --model runs/default/final
 #
 # Needs `pip install torch==2.13.0 && pip install -e ".[train]"` and
-# `pip install --no-deps resemblyzer==0.1.4` (the README's training section). Each stage is one
+# `pip install --no-deps resemblyzer==0.1.4` (docs/training.md). Each stage is one
 # `avemo train` run into its own folder under OUT: a stage whose folder holds a finished model
 # (its config.json) is skipped, one cut off resumes from its checkpoint, so an interrupted recipe
 # goes on where it stopped when the same command runs again. Why stages, not one run: the face

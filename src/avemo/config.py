@@ -38,7 +38,7 @@ class ModelConfig:
     dropout: float = 0.3
     frame_rate: float = 5.0  # frames per second sampled for faces at inference
     face_mirror: bool = False  # at inference each crop is judged with its mirror image too, their embeddings averaged
-    max_faces: int = 8  # face crops per segment given to the model (16 judged the same, at a tenth more wall time: README Speed)
+    max_faces: int = 8  # face crops per segment given to the model (16 judged the same, at a tenth more wall time: docs/speed.md)
     context_hidden: int = 0  # > 0: a context stage over a file's segments (trained on dialogues)
     voice_norm: str = "none"  # "group": voice frames read as they are and standardised per speaker or file (`normalise.py`)
     voiceprint: bool = False  # the whisper front-end's states with each utterance's voiceprint beside them (`voiceprint.py`)
