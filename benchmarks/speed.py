@@ -51,18 +51,24 @@ def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, mode
                 people: bool = False) -> dict:
     """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
     (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
-    under the same load (shared machines are noisy); the segment count and peak memory."""
+    under the same load (shared machines are noisy); the segment count and peak memory.
+    With `people`, each pair also times predict without people, right after: what telling
+    people apart adds, against the same run without it."""
     import avemo
 
     model = avemo.load_model(model_dir, runtime=runtime, threads=threads)
-    model.predict(SOURCE)  # warm-up: VAD session, face cascade, the runtime's kernels
-    pairs = []
+    model.predict(SOURCE, people=people)  # warm-up: VAD session, face cascade, the runtime's kernels (and dlib's models)
+    pairs, alone = [], []
     for _ in range(repeat):
         floor = decode_only(path)
         start = time.perf_counter()
         results = model.predict(path, people=people)
         pairs.append((floor, time.perf_counter() - start))
-    return {"pairs": pairs, "segments": len(results), "covered": [results[0].start, results[-1].end],
+        if people:
+            start = time.perf_counter()
+            model.predict(path)
+            alone.append(time.perf_counter() - start)
+    return {"pairs": pairs, "alone": alone, "segments": len(results), "covered": [results[0].start, results[-1].end],
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -143,6 +149,10 @@ def main() -> None:
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
     print(f"avemo predict:                           {seconds:.2f} s = {statistics.median(ratios):.2f}x decode-only "
           f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}), {duration / seconds:.1f}x faster than real time")
+    if run["alone"]:
+        added = sorted(with_people / without for (_, with_people), without in zip(run["pairs"], run["alone"]))
+        print(f"people told apart add {statistics.median(added) - 1:+.1%} to predict's wall time "
+              f"(against predict without people, run right after each: {', '.join(f'{r - 1:+.1%}' for r in added)})")
     print(f"peak resident memory of the avemo process: {run['peak_mb']:.0f} MB")
     if not args.no_stages:
         print(f"stages, each timed alone (avemo runs them side by side on {os.cpu_count()} cores):")

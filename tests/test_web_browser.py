@@ -115,6 +115,40 @@ def test_people_each_get_a_lane_of_their_turns(server, tmp_path):
         d.quit()
 
 
+def test_a_filmed_persons_lane_shows_their_face(server, tmp_path):
+    """The shipped sample (one woman filmed speaking) with people on: her lane starts with her face,
+    cut by the browser from the video where her box was judged (a picture, not a blank square)."""
+    from pathlib import Path
+
+    from selenium.webdriver.support.ui import Select
+
+    sample = Path(__file__).parent.parent / "examples" / "sample.mp4"
+    d = browser()
+    try:
+        d.get(f"http://127.0.0.1:{server.port}/")
+        Select(d.find_element(By.ID, "people")).select_by_value("on")
+        d.find_element(By.ID, "files").send_keys(str(sample))
+        link = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=result-link]"))
+        WebDriverWait(d, 120).until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "[data-role=state]").text)
+        link.click()
+        face = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=people] [data-role=face]"))
+        assert face.find_element(By.XPATH, "..").get_attribute("data-person") == "P1"
+        # the picture's grey levels vary as a face's do (a failed cut is one flat colour)
+        spread = d.execute_script("""
+            const img = new Image(); img.src = arguments[0].getAttribute('href');
+            return new Promise(done => { img.onload = () => {
+              const c = document.createElement('canvas'); c.width = c.height = 64;
+              const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+              const px = g.getImageData(0, 0, 64, 64).data, grey = [];
+              for (let i = 0; i < px.length; i += 4) grey.push((px[i] + px[i + 1] + px[i + 2]) / 3);
+              const mean = grey.reduce((a, b) => a + b) / grey.length;
+              done(Math.sqrt(grey.reduce((a, b) => a + (b - mean) ** 2, 0) / grey.length)); }; });""", face)
+        assert spread > 15
+        d.save_screenshot(str(tmp_path / "face-lane.png"))
+    finally:
+        d.quit()
+
+
 def _fake_devices(folder):
     """The face video as Y4M (Chromium's fake camera) and a real RAVDESS utterance with pauses as
     WAV (its fake microphone): both real recordings, converted."""

@@ -141,18 +141,27 @@ PRINT_WIDTH = 256
 PRINT_LEVEL_DBFS = -30.0
 
 
-def voiceprint_mel(wave: np.ndarray, rms: float | None = None) -> np.ndarray:
+def voiceprint_mel(wave: np.ndarray) -> np.ndarray:
     """Resemblyzer's input of a 16 kHz mono signal: (frames, 40) Mel power (not log), one frame
     per 10 ms, as many frames as `whisper_log_mel` gives. As Resemblyzer computes it (librosa's
     centred, zero-padded STFT, periodic Hann window of 400 samples, Slaney filters to 8 kHz),
-    after its volume normalisation: a signal quieter than -30 dBFS is raised to it (`rms`: the
-    level to judge that by, if not the signal's own: a piece of a longer stretch)."""
+    after its volume normalisation: a signal quieter than -30 dBFS is raised to it."""
     x = np.asarray(wave, dtype=np.float32)
-    if rms is None:
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-    if 0.0 < rms < 10 ** (PRINT_LEVEL_DBFS / 20):
-        x = x * np.float32(10 ** (PRINT_LEVEL_DBFS / 20) / rms)
-    return (_whisper_power(x, "constant") @ slaney_filters(n_mels=PRINT_MELS).T).astype(np.float32)
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    return voiceprint_power(x) * np.float32(voiceprint_gain(rms) ** 2)
+
+
+def voiceprint_power(wave: np.ndarray) -> np.ndarray:
+    """`voiceprint_mel` before the volume normalisation: power scales with the square of the
+    gain, so a long stretch's frames, computed once, can be raised window by window."""
+    return (_whisper_power(np.asarray(wave, dtype=np.float32), "constant") @ slaney_filters(n_mels=PRINT_MELS).T).astype(np.float32)
+
+
+def voiceprint_gain(rms: float) -> float:
+    """Resemblyzer's volume normalisation: the gain that raises a signal of this level, if
+    quieter than -30 dBFS, to it (1 otherwise, and for silence)."""
+    target = 10 ** (PRINT_LEVEL_DBFS / 20)
+    return target / rms if 0.0 < rms < target else 1.0
 
 
 def voice_features(wave: np.ndarray, front: str, settings: MelSettings = MelSettings(),

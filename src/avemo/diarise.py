@@ -1,6 +1,6 @@
 """Who speaks when: the speech the VAD found, cut into turns by voice.
 
-    speech regions ─ voiceprint windows (1.6 s, every 0.25 s) ─ spectral clustering ─ turns
+    speech regions ─ voiceprint windows (1.6 s, every 0.5 s) ─ spectral clustering ─ turns
 
 Each window of speech gets the shipped voiceprint encoder's embedding (Resemblyzer's GE2E
 speaker encoder, `voiceprint.py`: trained to tell thousands of voices apart, already inside
@@ -17,19 +17,23 @@ heard under 1.6 s at a time (a "yes" between turns) belongs to the turn around i
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import voiceprint_mel
+from .audio import voiceprint_gain, voiceprint_power
 from .errors import AvemoError
 from .normalise import RunningStats
 from .voiceprint import WINDOW
 
 #: Voiceprint frames are 10 ms; a window is the encoder's 1.6 s, one starts every `HOP` frames.
 FRAME_S = 0.01
-HOP = 25
+HOP = 50
+#: Each window keeps its affinity to the nearest (1 - KEEP_QUANTILE) of the windows whole (the rest shrunk).
+KEEP_QUANTILE = 0.85
 #: Turns shorter than this are joined to their neighbour (a window's hop blurs shorter changes).
 MIN_TURN_S = 0.5
 #: How many voices one file may hold, at most, when not told.
@@ -70,7 +74,7 @@ def cluster(prints: np.ndarray, speakers: int | None = None, min_speakers: int =
     affinity = x @ x.T
     np.fill_diagonal(affinity, 0.0)
     np.fill_diagonal(affinity, affinity.max(1))
-    keep = np.quantile(affinity, 0.9, axis=1, keepdims=True)  # each row: its nearest tenth kept whole
+    keep = np.quantile(affinity, KEEP_QUANTILE, axis=1, keepdims=True)  # each row: its nearest neighbours kept whole
     affinity = np.where(affinity >= keep, affinity, 0.01 * affinity)
     affinity = np.maximum(affinity, affinity.T)
     affinity = affinity @ affinity.T
@@ -183,6 +187,7 @@ def diarise(wave: np.ndarray, regions: Sequence[tuple[float, float]], embed: Cal
     voices = Voices(embed, speakers, min_speakers, max_speakers)
     voices.hear(regions, wave, 0.0)
     voices.settle()
+    voices.close()
     return voices.turns(0.0, len(wave) / 16000)
 
 
@@ -206,7 +211,11 @@ class Voices:
     """Who speaks when, in a signal heard piece by piece: each settled speech region's windows
     are embedded as it settles (`hear`); the first `WARM_SPEECH_S` of speech (or all of a shorter
     file, `settle(final=True)`) are clustered whole, and later windows join the nearest voice
-    found, so that ids stay stable while memory stays bounded (windows' embeddings only: 1 KB each)."""
+    found, so that ids stay stable while memory stays bounded (windows' embeddings only: 1 KB each).
+
+    The embedding runs on a thread of its own (ONNX Runtime lets go of the GIL): while it embeds
+    the speech just heard, the caller goes on decoding and judging faces, so that on 2 cores the
+    voices cost little wall time. `embedded_until` says how far the speech has been embedded."""
 
     def __init__(self, embed: Callable[[np.ndarray], np.ndarray], speakers: int | None = None,
                  min_speakers: int = 1, max_speakers: int = MAX_SPEAKERS) -> None:
@@ -216,11 +225,13 @@ class Voices:
         self.prints = np.zeros((0, 0), np.float32)
         self.labels = np.zeros(0, int)
         self.regions: list[tuple[float, float]] = []
-        self.heard_until = 0.0  # speech regions up to here have been embedded
+        self.heard_until = 0.0  # speech regions up to here have been given to the embedding
         self._next, self._region_windows = 0.0, 0  # the next window's start, and how many the region has so far
         self._power = RunningStats()  # of the speech embedded so far: its level, by which every window is raised alike
         self.centroids: np.ndarray | None = None  # set once clustered
         self._sums: np.ndarray | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[np.ndarray, Future]] = deque()  # (windows' times, their embeddings to come), in order
 
     @property
     def ready(self) -> bool:
@@ -255,30 +266,69 @@ class Voices:
             self.heard_until = end
 
     def _add(self, wave: np.ndarray, wave_start: float, starts: list[float], end: float) -> None:
-        """Embed the windows starting at `starts` (seconds; none past `end`) and keep them."""
+        """Give the windows starting at `starts` (seconds, on one grid of `HOP` frames; none past
+        `end`) to the embedding thread. Each window's frames are raised by the level of the speech
+        heard up to its end, as Resemblyzer raises a quiet utterance (one level for all, not each
+        window's own: a whisper stays a whisper)."""
         if not starts:
             return
-        windows, times = [], []
-        for t in starts:  # each window's frames from its own sound: the same however the speech came in pieces
-            stop = min(end, t + WINDOW * FRAME_S)
-            piece = wave[max(0, int(round((t - wave_start) * 16000))):int(round((stop - wave_start) * 16000))]
-            self._power.add(np.square(piece, dtype=np.float64)[:, None])
-            mel = voiceprint_mel(piece, float(np.sqrt(self._power.stats()[0][0])))
-            window = np.zeros((WINDOW, mel.shape[1]), np.float32)
-            window[:min(WINDOW, len(mel))] = mel[:WINDOW]
-            windows.append(window)
-            times.append((t, stop))
-        windows, times = np.stack(windows), np.array(times)
-        prints = unit_rows(self.embed(windows).astype(np.float32))
-        self.times = np.concatenate([self.times, times])
-        self.prints = prints if not len(self.prints) else np.concatenate([self.prints, prints])
-        if self.ready:
-            self.labels = np.concatenate([self.labels, [self._join(p) for p in prints]])
+        first = max(0, int(round((starts[0] - wave_start) * 16000)))
+        stops = [min(end, t + WINDOW * FRAME_S) for t in starts]
+        sizes, gains = [], []
+        for t, stop in zip(starts, stops):
+            a, b = int(round((t - wave_start) * 16000)), int(round((stop - wave_start) * 16000))
+            self._power.add(np.square(wave[max(0, a):b], dtype=np.float64)[:, None])
+            sizes.append(min(WINDOW, max(1, (b - a) // 160)))
+            gains.append(voiceprint_gain(float(np.sqrt(self._power.stats()[0][0]))) ** 2)
+        stretch = wave[first:int(round((stops[-1] - wave_start) * 16000))].copy()  # the caller's sound moves on
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="avemo-voices")
+        self._pending.append((np.array(list(zip(starts, stops))), self._worker.submit(self._embed, stretch, sizes, gains)))
+        self._collect(wait=False)
+
+    def _embed(self, stretch: np.ndarray, sizes: list[int], gains: list[float]) -> np.ndarray:
+        """Unit embeddings of a stretch's windows, one every `HOP` frames (`sizes`: frames each holds,
+        `gains`: each one's raise in power). The stretch's Mel power is computed once for all of them."""
+        power = voiceprint_power(stretch)
+        windows = np.zeros((len(sizes), WINDOW, power.shape[1]), np.float32)
+        for n, (size, gain) in enumerate(zip(sizes, gains)):
+            frames = power[n * HOP:n * HOP + size]
+            windows[n, :len(frames)] = frames * np.float32(gain)
+        return unit_rows(self.embed(windows).astype(np.float32))
+
+    def _collect(self, wait: bool) -> None:
+        """Keep the embeddings done so far, in order (all of them, waiting for them, if `wait`);
+        after the clustering, each joins its voice. An error in the embedding is raised here."""
+        while self._pending and (wait or self._pending[0][1].done()):
+            times, future = self._pending.popleft()
+            prints = future.result()
+            self.times = np.concatenate([self.times, times])
+            self.prints = prints if not len(self.prints) else np.concatenate([self.prints, prints])
+            if self.ready:
+                self.labels = np.concatenate([self.labels, [self._join(p) for p in prints]])
+
+    @property
+    def embedded_until(self) -> float:
+        """Speech before this second has all been embedded (the windows still being embedded start here)."""
+        self._collect(wait=False)
+        return float(self._pending[0][0][0, 0]) if self._pending else self.heard_until
+
+    def wait(self) -> None:
+        """Wait for every window given so far to be embedded (and to join its voice)."""
+        self._collect(wait=True)
+
+    def close(self) -> None:
+        """Let the embedding thread go (what it was given is kept)."""
+        self.wait()
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
 
     def settle(self) -> None:
         """Cluster what has been heard (once): the voices later windows join."""
         if self.ready:
             return
+        self.wait()
         speakers, low, high = self.hint
         self.labels = cluster(self.prints, speakers, low, high) if len(self.prints) else np.zeros(0, int)
         k = int(self.labels.max()) + 1 if len(self.labels) else 0
@@ -298,6 +348,21 @@ class Voices:
         self._sums = np.concatenate([self._sums, p[None]]) if len(self._sums) else p[None].copy()
         self.centroids = unit_rows(self._sums)
         return len(self.centroids) - 1
+
+    def voiceprint(self, start: float, end: float) -> np.ndarray | None:
+        """The voiceprint of the speech in [start, end) (after `settle`): the embeddings of its
+        windows (those centred inside it, else the one centred nearest) pooled as Resemblyzer pools
+        an utterance's, so that the voice branch need not embed that speech again. None where no
+        window was heard there."""
+        if not len(self.times):
+            return None
+        centres = self.times.mean(1)
+        over = np.flatnonzero((self.times[:, 0] < end) & (self.times[:, 1] > start))
+        if not len(over):
+            return None
+        inside = over[(centres[over] >= start) & (centres[over] < end)]
+        pick = inside if len(inside) else over[[np.argmin(np.abs(centres[over] - (start + end) / 2))]]
+        return unit_rows(self.prints[pick].sum(0, keepdims=True))[0]
 
     def turns(self, start: float, end: float) -> list[Turn]:
         """The turns of the speech heard within [start, end) (after `settle`)."""

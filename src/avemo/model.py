@@ -68,9 +68,11 @@ class VoiceprintLSTM(nn.Module):
 
 
 @torch.no_grad()
-def encoder_states(audio: AudioEncoder, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_states(audio: AudioEncoder, mel: torch.Tensor, lengths: torch.Tensor,
+                   prints: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """What the whisper front-end's recurrent branch reads (`AudioEncoder.takes_states`): the
-    pooled encoder states, and where the model has one each row's voiceprint beside them."""
+    pooled encoder states, and where the model has one each row's voiceprint beside them
+    (`prints`: those already known, as `voiceprint.with_voiceprints` takes them)."""
     states, steps = pooled_states(audio.whisper, mel, lengths)
     if audio.voiceprint is None:
         return states, steps
@@ -79,7 +81,7 @@ def encoder_states(audio: AudioEncoder, mel: torch.Tensor, lengths: torch.Tensor
         return audio.voiceprint(torch.from_numpy(w).to(mel.device)).float().cpu().numpy()
 
     both = with_voiceprints(states.float().cpu().numpy(), steps.cpu().numpy(), mel.float().cpu().numpy(),
-                            lengths.cpu().numpy(), embed)
+                            lengths.cpu().numpy(), embed, prints)
     return torch.from_numpy(both).to(mel.device), steps
 
 

@@ -75,14 +75,19 @@ class PeoplePlanner:
             self.voices.settle()
         if not self.voices.ready:
             return []
-        out, self._waiting = self._labelled(self._waiting), []
-        self.voices.forget(self.keep_from)
+        embedded = self.voices.embedded_until  # later speech is still being embedded: its segments wait for it
+        keep_from = self.keep_from  # the windows of the segments given now are kept: their voiceprints are asked for next
+        ready = [s for s in self._waiting if s.end <= embedded]
+        self._waiting = [s for s in self._waiting if s.end > embedded]
+        out = self._labelled(ready)
+        self.voices.forget(keep_from)
         return out
 
     def finish(self, speech: list[tuple[float, float]], duration: float) -> list[Segment]:
         self._waiting += self.inner.finish(speech, duration)
         self._hear(speech)
         self.voices.settle()
+        self.voices.close()
         out, self._waiting = self._labelled(self._waiting), []
         return out
 

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import MelSettings, voice_features
+from .audio import PRINT_WIDTH, MelSettings, voice_features
 from .config import ModelConfig
 from .diarise import WARM_SPEECH_S, Voices
 from .errors import AvemoError
 from .faces import FaceDetector, FaceObservation, FaceTracker, inside_frame, main_track
+from .identity import load_in_background
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .normalise import Normaliser
 from .people import LIVE_WARM, WARM_SPAN_S, PeoplePlanner
@@ -101,18 +102,20 @@ class SegmentInputs:
     faces: int = 0
     box: tuple[int, int, int, int] | None = None  # the judged face's median box, in the sampled frames
     link: float | None = None  # the face judged is the segment's person's own, this sure
+    voiceprint: np.ndarray | None = None  # of the speech judged, where the diariser has heard it already
 
 
 def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence[FaceObservation],
                    speech: Sequence[tuple[float, float]], voice: Callable[[np.ndarray], np.ndarray], max_faces: int,
-                   is_image: bool = False,
-                   wave_start: float = 0.0, asked: bool = False) -> SegmentInputs:
+                   is_image: bool = False, wave_start: float = 0.0, asked: bool = False,
+                   voiceprint: Callable[[float, float], np.ndarray | None] | None = None) -> SegmentInputs:
     """The voice features (`voice`: wave to frames) of the speech span inside the segment (if the VAD heard enough speech there)
     and up to `max_faces` crops of its main face (`faces.main_track`) spread evenly over
     it. `wave` may be the part of a file's sound from `wave_start` seconds on. Shared by
     prediction and training on clips, so both see the same inputs. A segment the user `asked`
     for (their times, or fixed windows) is judged by the voice wherever it holds sound, even
-    where the VAD heard no speech in it: screams and shouts are what it misses."""
+    where the VAD heard no speech in it: screams and shouts are what it misses. `voiceprint`:
+    the voiceprint of a span of speech, where one is known (`diarise.Voices.voiceprint`)."""
     item = SegmentInputs(seg)
     span = speech_span(seg.start, seg.end, speech, MIN_VOICE_S) if wave is not None else None
     if span is None and asked and wave is not None:
@@ -120,6 +123,7 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
     if span is not None:
         first = round(wave_start * SAMPLE_RATE)
         item.mel = voice(wave[int(span[0] * SAMPLE_RATE) - first: int(span[1] * SAMPLE_RATE) - first])
+        item.voiceprint = voiceprint(*span) if voiceprint is not None else None
     inside = [o for o in observations if is_image or seg.start <= o.time < seg.end]
     own = [o for o in inside if seg.face is not None and o.track == seg.face[0]]  # the person's own face, where linked
     if own:
@@ -378,6 +382,8 @@ class Model:
         hearing, held = SpeechTracker(), _Held()
         faces = FaceTracker(self.detector, is_image, levels=levels, cuts=voices is not None)  # people: a track ends at a cut
         if voices is not None:
+            if frames is not None:
+                load_in_background()  # faces to tell apart: dlib's models read beside the first frames
             planner = PeoplePlanner(planner, voices, lambda: (held.sound, held.sound_start), lambda: held.observations, warm)
         known: SpeechSoFar | None = None if sound is not None else SpeechSoFar((), None, float("inf"))
         heard, energy, seen_until, frame_width, any_face = 0, 0.0, 0.0, 0, False
@@ -407,7 +413,7 @@ class Model:
                 # the sound is read ahead of the frames: what is known of speech lies within them;
                 # once the sound is over (or absent), it is known as far as the frames go
                 speech = hearing.so_far() if known is None else replace(known, known_until=seen_until)
-                pending += held.inputs(planner.advance(speech), speech, self, is_image, planner.asked)
+                pending += held.inputs(planner.advance(speech), speech, self, is_image, planner.asked, voices)
                 held.let_go(planner.keep_from)
                 while len(pending) >= batch:
                     yield from self._judge(pending[:batch], later, _scale(width, frame_width), norm)
@@ -420,7 +426,7 @@ class Model:
             raise AvemoError(f"{name}: nothing in it decodes: damaged, or cut off near its start")
         # a cut-off file ends where its streams stopped decoding, not where its header says
         duration = min(declared, decoded_until) if declared else decoded_until
-        pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image, planner.asked)
+        pending += held.inputs(planner.finish(list(known.final), duration), known, self, is_image, planner.asked, voices)
         if not held.judged:
             unheard = (f"under {MIN_VOICE_S:g} s of sound" if heard < MIN_VOICE_S * SAMPLE_RATE
                        else "silent audio" if energy / max(heard, 1) < SILENCE_RMS ** 2 else None)
@@ -458,7 +464,10 @@ class Model:
         face = np.zeros((len(chunk), self.cfg.embed_dim), np.float32)
         heard = [i for i, p in enumerate(chunk) if p.mel is not None]
         if heard:
-            states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]))
+            known = [chunk[i].voiceprint for i in heard]
+            prints = None if all(p is None for p in known) else \
+                np.stack([np.full(PRINT_WIDTH, np.nan, np.float32) if p is None else p for p in known])
+            states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]), prints)
             if norm is not None:
                 states = normalised(states, steps, norm, [chunk[i].segment.person for i in heard])
             voice[heard] = self.runtime.voice(states, steps)
@@ -558,6 +567,7 @@ class _Held:
     def __init__(self) -> None:
         self._blocks: deque[np.ndarray] = deque()  # the sound, as it came
         self._first = 0  # the sample the first block starts at
+        self._joined: np.ndarray | None = None  # the blocks joined, until they change (people ask often)
         self.observations: list[FaceObservation] = []
         self.judged = 0  # segments with something to judge, so far
 
@@ -568,19 +578,24 @@ class _Held:
     @property
     def sound(self) -> np.ndarray:
         """The sound held, joined into one signal (only when a segment with speech needs it)."""
-        return np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.float32)
+        if self._joined is None:
+            self._joined = np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.float32)
+        return self._joined
 
     def add_sound(self, block: np.ndarray) -> None:
         self._blocks.append(block)
+        self._joined = None
 
     def inputs(self, segments: list[Segment], speech: SpeechSoFar, model: Model, is_image: bool,
-               asked: bool = False) -> list[SegmentInputs]:
+               asked: bool = False, voices: Voices | None = None) -> list[SegmentInputs]:
         """The model's inputs for `segments`, those with anything to judge; `asked`: the user's
-        own stretches, judged by the voice wherever they hold sound (`segment_inputs`)."""
+        own stretches, judged by the voice wherever they hold sound (`segment_inputs`); `voices`:
+        the diariser, whose windows give the voiceprints (not computed twice)."""
         regions = speech.regions
         wave = self.sound if asked or any(seg.speech for seg in segments) else None  # no voice to read in the others
         items = [segment_inputs(seg, wave if seg.speech or asked else None, self.observations, regions,
-                                model.voice_features, model.cfg.max_faces, is_image, self.sound_start, asked)
+                                model.voice_features, model.cfg.max_faces, is_image, self.sound_start, asked,
+                                voices.voiceprint if voices is not None else None)
                  for seg in segments]
         items = [item for item in items if item.mel is not None or item.crops]
         self.judged += len(items)
@@ -590,6 +605,7 @@ class _Held:
         """Drop what comes before `before` seconds (sound a block at a time)."""
         while self._blocks and (self._first + len(self._blocks[0])) / SAMPLE_RATE <= before:
             self._first += len(self._blocks.popleft())
+            self._joined = None
         if self.observations and self.observations[0].time < before:
             self.observations = [o for o in self.observations if o.time >= before]
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .audio import PRINT_WIDTH
 from .config import ModelConfig, read_config
 from .errors import AvemoError
 from .voiceprint import with_voiceprints
@@ -46,11 +47,12 @@ class Runtime(Protocol):
     name: str
     has_context: bool
 
-    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def states(self, mel: np.ndarray, lengths: np.ndarray, prints: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """(B, T, bands) float32 frames and (B,) int64 lengths to the voice branch's input
         frames (B, T', state_width) and their lengths: Whisper's pooled encoder states (with
-        the voiceprint beside them where the model reads one), or the frames themselves for a
-        log-Mel front-end."""
+        the voiceprint beside them where the model reads one: `prints` (B, 256) those already
+        known, NaN rows for those to compute), or the frames themselves for a log-Mel front-end."""
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(B, T', state_width) float32 states and (B,) int64 lengths to (B, embed_dim) embeddings
@@ -163,12 +165,13 @@ class OnnxRuntime:
     def _run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         return self._sessions[graph].run(None, inputs)
 
-    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def states(self, mel: np.ndarray, lengths: np.ndarray, prints: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         if "encoder" not in self._sessions:
             return mel, lengths
         states, steps = self._run("encoder", mel=mel, lengths=lengths)
         if "voiceprint" in self._sessions:
-            states = with_voiceprints(states, steps, mel, lengths, lambda w: self._run("voiceprint", windows=w)[0])
+            states = with_voiceprints(states, steps, mel, lengths, lambda w: self._run("voiceprint", windows=w)[0], prints)
         return states, steps
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -215,10 +218,11 @@ class TorchRuntime:
             out = fn(*(self._torch.from_numpy(a).to(self.device) for a in arrays))
         return tuple(o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,)))
 
-    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def states(self, mel: np.ndarray, lengths: np.ndarray, prints: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         if self.net.audio.whisper is None:
             return mel, lengths
-        states, steps = self._call(lambda m, n: self._encoder_states(self.net.audio, m, n), mel, lengths)
+        states, steps = self._call(lambda m, n: self._encoder_states(self.net.audio, m, n, prints), mel, lengths)
         return states, steps.astype(np.int64)
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -327,7 +331,11 @@ class SharedRuntime:
                 frames = max(m.shape[1] for m in mels)
                 mel = np.concatenate([np.pad(m, ((0, 0), (0, frames - m.shape[1]), (0, 0))) for m in mels])
                 lengths = np.concatenate([r["arrays"][1] for r in batch])
-                outs = self.base.states(mel, lengths) if kind == "states" else (self.base.voice(mel, lengths),)
+                if kind == "states":
+                    prints = np.concatenate([r["arrays"][2] for r in batch])
+                    outs = self.base.states(mel, lengths, None if np.isnan(prints).all() else prints)
+                else:
+                    outs = (self.base.voice(mel, lengths),)
             elif kind == "faces":
                 outs = (self.base.faces(np.concatenate([r["arrays"][0] for r in batch])),)
             else:
@@ -341,8 +349,10 @@ class SharedRuntime:
             for r in batch:
                 r["error"] = exc
 
-    def states(self, mel: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        states, steps = self._merged("states", (mel, lengths))
+    def states(self, mel: np.ndarray, lengths: np.ndarray, prints: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        known = np.full((len(mel), PRINT_WIDTH), np.nan, np.float32) if prints is None else prints
+        states, steps = self._merged("states", (mel, lengths, known))
         return states, steps
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -64,14 +64,22 @@ def pooled(partials: np.ndarray, owners: np.ndarray, rows: int) -> np.ndarray:
 
 
 def with_voiceprints(states: np.ndarray, steps: np.ndarray, mel: np.ndarray, lengths: np.ndarray,
-                     embed: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                     embed: Callable[[np.ndarray], np.ndarray], given: np.ndarray | None = None) -> np.ndarray:
     """Whisper's padded states (B, T', 384) with each row's voiceprint beside every one of its
     states (B, T', 384 + 256; zero past the row's steps). `mel` holds the voice frames as
     `audio.voice_features` gives them (Whisper's 80 bands, then the voiceprint's 40), `embed`
-    runs the encoder on windows."""
-    bands = mel[:, :, WHISPER_MELS:WHISPER_MELS + PRINT_MELS]
-    cut, owners = windows(bands, lengths)
-    prints = pooled(embed(cut), owners, len(states))
+    runs the encoder on windows. `given` (B, 256): voiceprints already known (where people are
+    told apart, the diariser's windows pooled), NaN rows for those to compute here."""
+    prints = None if given is None else np.array(given, np.float32)
+    need = np.arange(len(states)) if prints is None else np.flatnonzero(np.isnan(prints).any(axis=1))
+    if len(need):
+        bands = mel[need, :, WHISPER_MELS:WHISPER_MELS + PRINT_MELS]
+        cut, owners = windows(bands, np.asarray(lengths)[need])
+        computed = pooled(embed(cut), owners, len(need))
+        if prints is None:
+            prints = computed
+        else:
+            prints[need] = computed
     beside = np.repeat(prints[:, None, :], states.shape[1], axis=1)
     beside[np.arange(states.shape[1])[None, :] >= np.asarray(steps)[:, None]] = 0.0
     return np.concatenate([np.asarray(states, np.float32), beside], axis=2)

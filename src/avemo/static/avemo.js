@@ -86,11 +86,13 @@ class Timeline {
 }
 
 // One lane per person (`person` "P1", "P2", ...): a bar where that person speaks, in the colour of
-// the emotion judged there; the lanes show only once someone is told apart (people on).
+// the emotion judged there, and at its start the person's face (cut from the media where their own
+// face was judged); the lanes show only once someone is told apart (people on).
 class Lanes {
   constructor(svg, onSeek) {
     this.svg = svg; this.segments = []; this.duration = 0; this.onSeek = onSeek;
     this.width = 1000; this.lane = 26;
+    this.faces = {}; this.picked = {}; this.source = null; this.grabs = Promise.resolve();
     svg.addEventListener("click", ev => {
       const box = svg.getBoundingClientRect();
       const t = (ev.clientX - box.left) / box.width * this.span();
@@ -101,7 +103,21 @@ class Lanes {
   }
   span() { return Math.max(this.duration || 0, ...this.segments.map(s => s.end), 1); }
   x(t) { return t / this.span() * this.width; }  // as the timeline above: the lanes line up with it
-  add(segment) { if (segment.person) { this.segments.push(segment); this.draw(); } }
+  add(segment) {
+    if (!segment.person) return;
+    this.segments.push(segment);
+    this.draw();
+    this.thumbnail(segment);
+  }
+  // The media to cut faces from: the file's URL and whether it is a still image.
+  setSource(src, isImage) { this.source = {src, isImage}; this.segments.forEach(s => this.thumbnail(s)); }
+  thumbnail(s) {  // the first segment showing the person's own face (else, until then, any face judged in their turn)
+    const own = s.link != null;
+    if (!this.source || !s.face_box || this.picked[s.person] === "own" || this.picked[s.person] === "any" && !own) return;
+    this.picked[s.person] = own ? "own" : "any";
+    const who = s.person, t = (s.start + s.end) / 2, box = s.face_box;
+    this.grabs = this.grabs.then(() => grabFace(this.source, t, box)).then(url => { this.faces[who] = url; this.draw(); }, () => {});
+  }
   setDuration(d) { this.duration = d; this.draw(); }
   people() { return [...new Set(this.segments.map(s => s.person))].sort((a, b) => a.slice(1) - b.slice(1)); }
   draw() {
@@ -119,13 +135,39 @@ class Lanes {
         bar.append(el("svg:title", {}, `${who} ${s.start.toFixed(2)}–${s.end.toFixed(2)} s: ${s.emotion}, ${s.sentiment}`));
         lane.append(bar);
       }
-      lane.append(el("svg:text", {x: 4, y: i * this.lane + 17, "font-size": 13, fill: "#212121", stroke: "#fff",
+      const face = this.faces[who], left = face ? this.lane : 0;
+      if (face) lane.append(el("svg:image", {href: face, x: 1, y: i * this.lane + 1, width: this.lane - 2,
+        height: this.lane - 2, "data-role": "face"}));
+      lane.append(el("svg:text", {x: left + 4, y: i * this.lane + 17, "font-size": 13, fill: "#212121", stroke: "#fff",
         "stroke-width": 3, "paint-order": "stroke"}, who));
       parts.push(lane);
     }
     this.layer.replaceChildren(...parts);
   }
   move(t) { const x = this.x(t); this.cursor.setAttribute("x1", x); this.cursor.setAttribute("x2", x); }
+}
+
+// A face cut from the media at `t` seconds (`box`: x, y, w, h in its pixels), a little wider than the
+// box and square, as a PNG data URL: a video is read by a hidden player of its own, so that the one
+// the user watches does not jump.
+function grabFace(source, t, box) {
+  return new Promise((resolve, reject) => {
+    const draw = picture => {
+      const [x, y, w, h] = box, side = Math.max(w, h) * 1.3, cx = x + w / 2, cy = y + h / 2;
+      const canvas = el("canvas", {width: 64, height: 64});
+      canvas.getContext("2d").drawImage(picture, cx - side / 2, cy - side / 2, side, side, 0, 0, 64, 64);
+      resolve(canvas.toDataURL("image/png"));
+    };
+    if (source.isImage) {
+      const img = el("img", {src: source.src});
+      img.onload = () => draw(img); img.onerror = reject;
+      return;
+    }
+    const video = el("video", {src: source.src, muted: "", preload: "auto"});
+    video.addEventListener("loadeddata", () => { video.currentTime = t; }, {once: true});
+    video.addEventListener("seeked", () => { draw(video); video.removeAttribute("src"); video.load(); }, {once: true});
+    video.addEventListener("error", reject, {once: true});
+  });
 }
 
 function niceStep(raw) {
