@@ -90,7 +90,7 @@ def filmed(model, rng: np.random.Generator, n: int, layout: str, folder: Path) -
             order.append(1 - order[-1])
         picked = [own[who][rng.integers(len(own[who]))] for who in order]
         out, truth = converse([(who, AV_CLIPS / c["path"]) for who, c in zip(order, picked)], folder / f"{layout}{k}.mp4", layout)
-        on, off = model.predict(out, people=True), model.predict(out)
+        on, off = model.predict(out, people=True), model.predict(out, people=False)
         said = [r for r in on if "audio" in r.modalities and r.person]
         der = diarisation_error(truth, [(r.start, r.end, r.person) for r in said], collar=0.25)
         tally["counted"] += len({r.person for r in on}) == 2
@@ -130,7 +130,7 @@ def main() -> None:
     for n in range(args.conversations):
         people = 2 + n % 3
         wave, truth = conversation(rng, index, people, 3 * people + 2)
-        on, off = model.predict(wave, people=True), model.predict(wave)
+        on, off = model.predict(wave, people=True), model.predict(wave, people=False)
         reference = [(a, b, actor) for a, b, actor, _ in truth]
         der = diarisation_error(reference, [(r.start, r.end, r.person) for r in on if r.person], collar=0.25)
         ders.append(der["der"])

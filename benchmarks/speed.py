@@ -4,8 +4,9 @@
     python benchmarks/speed.py --minutes 60 --repeat 1 --no-stages   the one-hour loop (built once into .avemo-cache/bench/)
     python benchmarks/speed.py --runtime torch    the same weights run by torch instead of ONNX Runtime
     python benchmarks/speed.py --model DIR        another model folder than the shipped one (an A/B of two models)
-    python benchmarks/speed.py --source examples/sample.mp4 [--people]   a loop of another file: the sample speaks half
-                                                  the time, so the voice (VAD, encoders) runs, as in a talking video
+    python benchmarks/speed.py --source examples/sample.mp4   a loop of another file: the sample speaks half the
+                                                  time, so the voice (VAD, encoders, diarisation) runs, as in a talking video
+    python benchmarks/speed.py --people off       predict as one stream (people told apart is predict's default)
 
 Prints, for one file: the decode-only time (every video frame and the audio, converting
 nothing: what any tool that reads every frame must spend) and avemo's time (model loaded
@@ -52,24 +53,30 @@ def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, mode
     """In this (fresh) process: the model loaded and warmed up, then `repeat` pairs of
     (decode-only, avemo predict) timed back to back, so that each ratio compares runs made
     under the same load (shared machines are noisy); the segment count and peak memory.
-    With `people`, each pair also times predict without people, right after: what telling
-    people apart adds, against the same run without it."""
+    With `people`, each pair also times predict without people, right after it (right before,
+    every other time, so that neither goes first always): what telling people apart adds,
+    against the same run without it."""
     import avemo
 
     model = avemo.load_model(model_dir, runtime=runtime, threads=threads)
     model.predict(SOURCE, people=people)  # warm-up: VAD session, face cascade, the runtime's kernels (and dlib's models)
     pairs, alone = [], []
-    for _ in range(repeat):
+    for n in range(repeat):
         floor = decode_only(path)
+        without = n % 2 and people and _timed(lambda: model.predict(path, people=False))  # before, every other time
         start = time.perf_counter()
         results = model.predict(path, people=people)
         pairs.append((floor, time.perf_counter() - start))
         if people:
-            start = time.perf_counter()
-            model.predict(path)
-            alone.append(time.perf_counter() - start)
+            alone.append(without or _timed(lambda: model.predict(path, people=False)))  # else after
     return {"pairs": pairs, "alone": alone, "segments": len(results), "covered": [results[0].start, results[-1].end],
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _timed(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None, model_dir: str | None,
@@ -77,7 +84,7 @@ def avemo_run(path: Path, repeat: int, runtime: str, threads: int | None, model_
     """`paired_runs` in a fresh process, so that its peak memory is avemo's alone."""
     out = subprocess.run([sys.executable, __file__, str(path), "--child", "--repeat", str(repeat), "--runtime", runtime,
                           *(["--threads", str(threads)] if threads else []), *(["--model", model_dir] if model_dir else []),
-                          *(["--people"] if people else [])],
+                          "--people", "on" if people else "off"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -129,22 +136,24 @@ def main() -> None:
     parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="the network's runtime (default: ONNX Runtime)")
     parser.add_argument("--threads", type=int, help="the network's threads (default: the runtime's choice)")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
-    parser.add_argument("--people", action="store_true", help="predict with people told apart (people=True)")
+    parser.add_argument("--people", choices=["on", "off"], default="on",
+                        help="predict with people told apart (on, predict's default: each run is then also timed "
+                             "without them) or as one stream (off)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     name = "" if args.source == SOURCE else f"-{args.source.stem}"
     path = args.file or looped(args.source, args.minutes, REPO / ".avemo-cache" / "bench" / f"loop{args.minutes:g}min{name}.mp4")
     if args.child:
-        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads, args.model, args.people)))
+        print(json.dumps(paired_runs(path, args.repeat, args.runtime, args.threads, args.model, args.people == "on")))
         return
     with av.open(str(path)) as c:
         duration = float(c.duration / av.time_base)
-    run = avemo_run(path, args.repeat, args.runtime, args.threads, args.model, args.people)
+    run = avemo_run(path, args.repeat, args.runtime, args.threads, args.model, args.people == "on")
     ratios = sorted(a / d for d, a in run["pairs"])
     floor, seconds = (statistics.median(x) for x in zip(*run["pairs"]))
     print(f"file: {path} ({duration:.1f} s; {run['segments']} segments, from {run['covered'][0]:.1f} to "
           f"{run['covered'][1]:.1f} s)")
-    print(f"runtime: {args.runtime}{'; people told apart' if args.people else ''}; {args.repeat} pairs of runs, "
+    print(f"runtime: {args.runtime}{'; people told apart' if args.people == 'on' else '; one stream'}; {args.repeat} pairs of runs, "
           "back to back; medians:")
     print(f"decode-only (PyAV, every frame + audio): {floor:.2f} s")
     print(f"avemo predict:                           {seconds:.2f} s = {statistics.median(ratios):.2f}x decode-only "
@@ -152,7 +161,7 @@ def main() -> None:
     if run["alone"]:
         added = sorted(with_people / without for (_, with_people), without in zip(run["pairs"], run["alone"]))
         print(f"people told apart add {statistics.median(added) - 1:+.1%} to predict's wall time "
-              f"(against predict without people, run right after each: {', '.join(f'{r - 1:+.1%}' for r in added)})")
+              f"(against predict without people, run beside each: {', '.join(f'{r - 1:+.1%}' for r in added)})")
     print(f"peak resident memory of the avemo process: {run['peak_mb']:.0f} MB")
     if not args.no_stages:
         print(f"stages, each timed alone (avemo runs them side by side on {os.cpu_count()} cores):")

@@ -95,7 +95,9 @@ def test_people_in_predict_cut_segments_at_changes_of_voice(model, wave):
     assert len(set(mapping.values())) == 2
     right = sum(by[mapping[v]] for v, by in spoken.items())
     assert right >= 0.85 * sum(sum(by.values()) for by in spoken.values())
-    assert [r.person for r in model.predict(wave)] == [None] * len(model.predict(wave))  # people off: as before
+    off = model.predict(wave, people=False)
+    assert [r.person for r in off] == [None] * len(off)  # people off: one stream, as before
+    assert [r.person for r in model.predict(wave)] == [r.person for r in results]  # on by default (the shipped model can)
 
 
 def test_the_json_csv_srt_and_table_say_who(tmp_path, capsys):
@@ -113,13 +115,13 @@ def test_the_json_csv_srt_and_table_say_who(tmp_path, capsys):
     assert main(["-q", "predict", wav, "--people", "on"]) == 0
     table = capsys.readouterr().out
     assert "  P1: " in table and " s speaking in " in table
-    assert main(["-q", "predict", wav, "--format", "json"]) == 0
+    assert main(["-q", "predict", wav, "--people", "off", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["people"] == []
 
 
 @pytest.mark.parametrize("args,message", [
     (["--people", "on", "--speakers", "0"], "speakers must be a whole number of people, at least 1, not 0"),
-    (["--speakers", "2"], "speakers is a hint for people=True (--people on)"),
+    (["--people", "off", "--speakers", "2"], "speakers is a hint for telling people apart, not for people=False (--people off)"),
 ])
 def test_a_bad_speakers_hint_is_one_line(capsys, args, message):
     assert main(["predict", str(SAMPLE / "sample.wav"), *args]) == 1
@@ -130,7 +132,7 @@ def test_a_bad_speakers_hint_is_one_line(capsys, args, message):
 def test_voices_refuse_a_bad_hint(model):
     with pytest.raises(AvemoError, match="min_speakers"):
         Voices(model.runtime.voiceprints, speakers=None, min_speakers=3, max_speakers=2)
-    with pytest.raises(AvemoError, match="people is True or False"):
+    with pytest.raises(AvemoError, match="people is True, False or None"):
         model.predict(ANGRY, people="yes")
 
 

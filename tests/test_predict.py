@@ -191,9 +191,10 @@ def long_clip(clips, tmp_path_factory):
     return looped(clips["two_utterances"], 2.0, tmp_path_factory.mktemp("long") / "long.mp4")
 
 
-def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, monkeypatch):
+def _watched(monkeypatch) -> tuple[list[float], dict[str, float]]:
+    """How far the frames have been decoded ([t]), and the most sound (s) and faces held between
+    segments, as a stream runs."""
     import avemo.predict as predict
-    from avemo.media import probe
 
     decoded, held = [0.0], {"sound_s": 0.0, "faces": 0}
     frames, let_go = predict.iter_frames, predict._Held.let_go
@@ -210,7 +211,15 @@ def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, mo
 
     monkeypatch.setattr(predict, "iter_frames", watched_frames)
     monkeypatch.setattr(predict._Held, "let_go", watched_let_go)
-    stream = model.stream(long_clip)
+    return decoded, held
+
+
+def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, monkeypatch):
+    import avemo.predict as predict
+    from avemo.media import probe
+
+    decoded, held = _watched(monkeypatch)
+    stream = model.stream(long_clip, people=False)  # one stream: people wait for the voices first (test_diarise.py)
     first = next(stream)
     # the first answer came while the rest decoded: the frames had run no further ahead of its
     # batch of segments than the read-ahead allows (the queue's frames and the one its thread holds
@@ -226,10 +235,28 @@ def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, mo
     assert held["sound_s"] < 80.0 and held["faces"] < 80.0 * 5
     # without the sound (face only), the frames alone pace the stream
     decoded[0] = 0.0
-    faces_only = model.stream(long_clip, modalities=["face"])
+    faces_only = model.stream(long_clip, modalities=["face"], people=False)
     first = next(faces_only)
     assert first.start == 0.0 and decoded[0] <= first.end + ahead_s and decoded[0] < duration - 10
     assert [*faces_only][-1].end == pytest.approx(results[-1].end, abs=0.5)  # the picture ends 0.4 s before the sound
+
+
+def test_people_in_a_long_video_where_no_one_speaks_stream_and_are_let_go(model, tmp_path, monkeypatch):
+    """A face video with a silent sound track, looped to 2.5 minutes, people told apart (the default):
+    no voice to wait for, so its face-only segments come out as the frames go, with their person,
+    and what they held is let go (it once waited for voices that never came, holding every frame)."""
+    import avemo.predict as predict
+    from avemo.composite import looped
+    from avemo.media import probe
+
+    clip = looped(FACE_VIDEO, 2.5, tmp_path / "silent.mp4")
+    decoded, held = _watched(monkeypatch)
+    stream = model.stream(clip)
+    first = next(stream)
+    assert first.person == "P1" and first.modalities == ["face"]
+    assert decoded[0] < predict.WARM_SPAN_S + 30 < probe(clip).duration - 30
+    rest = list(stream)
+    assert {r.person for r in rest} <= {"P1", "P2"} and held["faces"] < (predict.WARM_SPAN_S + 30) * model.cfg.frame_rate
 
 
 def test_of_two_faces_the_one_moving_its_mouth_while_someone_speaks_is_judged(model, tmp_path):

@@ -80,22 +80,27 @@ def test_upload_the_sample_see_its_timeline_and_seek_by_clicking(server, tmp_pat
         d.quit()
 
 
+def _result_with_people(d, server, media) -> None:
+    """Upload `media` on the start page with people told apart, wait until it is analysed, and open its result."""
+    from selenium.webdriver.support.ui import Select
+
+    d.get(f"http://127.0.0.1:{server.port}/")
+    Select(d.find_element(By.ID, "people")).select_by_value("on")
+    d.find_element(By.ID, "files").send_keys(str(media))
+    link = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=result-link]"))
+    WebDriverWait(d, 120).until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "[data-role=state]").text)
+    link.click()
+
+
 def test_people_each_get_a_lane_of_their_turns(server, tmp_path):
-    """A real two-person recording uploaded with "tell the voices apart": one lane per person, their
+    """A real two-person recording uploaded with people told apart: one lane per person, their
     turns in it; a click on a turn seeks the player there."""
     from pathlib import Path
-
-    from selenium.webdriver.support.ui import Select
 
     recording = Path(__file__).parent / "data" / "pyannote_sample" / "sample.wav"
     d = browser()
     try:
-        d.get(f"http://127.0.0.1:{server.port}/")
-        Select(d.find_element(By.ID, "people")).select_by_value("on")
-        d.find_element(By.ID, "files").send_keys(str(recording))
-        link = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=result-link]"))
-        WebDriverWait(d, 120).until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "[data-role=state]").text)
-        link.click()
+        _result_with_people(d, server, recording)
         WebDriverWait(d, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-status") == "done")
         lanes = d.find_elements(By.CSS_SELECTOR, "[data-role=people] [data-role=lane]")
         assert [lane.get_attribute("data-person") for lane in lanes] == ["P1", "P2"]
@@ -120,17 +125,10 @@ def test_a_filmed_persons_lane_shows_their_face(server, tmp_path):
     cut by the browser from the video where her box was judged (a picture, not a blank square)."""
     from pathlib import Path
 
-    from selenium.webdriver.support.ui import Select
-
     sample = Path(__file__).parent.parent / "examples" / "sample.mp4"
     d = browser()
     try:
-        d.get(f"http://127.0.0.1:{server.port}/")
-        Select(d.find_element(By.ID, "people")).select_by_value("on")
-        d.find_element(By.ID, "files").send_keys(str(sample))
-        link = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=result-link]"))
-        WebDriverWait(d, 120).until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "[data-role=state]").text)
-        link.click()
+        _result_with_people(d, server, sample)
         face = WebDriverWait(d, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-role=people] [data-role=face]"))
         assert face.find_element(By.XPATH, "..").get_attribute("data-person") == "P1"
         # the picture's grey levels vary as a face's do (a failed cut is one flat colour)

@@ -111,7 +111,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise AvemoError("--segments applies to one input file")
     if args.segments and args.every:
         raise AvemoError("give --segments or --every, not both")
-    people = args.people == "on"
+    people = {"on": True, "off": False, None: None}[args.people]
     modalities = tuple(m.strip() for m in args.modalities.split(","))
     window_length(args.every)
     if args.out:
@@ -119,10 +119,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from .distribute import predict_ray
 
-        if args.segments or not args.out or people:
-            raise AvemoError("--engine ray needs --out NAME.parquet and takes no --segments (nor --people, yet)")
+        if args.segments or not args.out:
+            raise AvemoError("--engine ray needs --out NAME.parquet and takes no --segments")
         frame = predict_ray(paths, args.out, args.model, args.every, modalities, args.address, args.workers,
-                            resume=args.resume)
+                            resume=args.resume, people=people, speakers=args.speakers)
         failed = frame["error"].notna().sum()
         print(f"{len(paths) - failed} of {len(paths)} files analysed; {len(frame) - failed} segments in {args.out}",
               file=sys.stderr)
@@ -132,6 +132,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, runtime=args.runtime, device=args.device)
     model.normaliser(args.normalise)  # a mode the model was not trained for: said once, before any file
     model.voices(people, args.speakers)  # people of a model without a voiceprint, or a bad --speakers: said once
+    people = model.tells_people(people)
     segments = read_segments(args.segments) if args.segments else None
     done = finished_files(args.out, fmt) if args.resume else set()
     if args.resume and done:
@@ -357,11 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalise", choices=["auto", "file", "segment", "none"], default="auto",
                    help="for a model trained on normalised voices: standardise each voice by the file's speech "
                         "(auto for such a model), by its segment alone, or not (none: models trained without)")
-    p.add_argument("--people", choices=["on", "off"], default="off",
-                   help="on: tell the voices apart: each speech segment cut where the voice changes and marked with "
-                        "whose it is (P1, P2, ...: anonymous, per file), each voice normalised by its own speech, and a "
-                        "summary per person (default off)")
-    p.add_argument("--speakers", type=int, metavar="N", help="with --people on: how many people speak, if you know")
+    p.add_argument("--people", choices=["on", "off"],
+                   help="tell the people apart (default on, where the model can, as the shipped model can): each speech "
+                        "segment cut where the voice changes and marked with whose it is (P1, P2, ...: anonymous, per "
+                        "file), each voice normalised by its own speech, and a summary per person; off: one stream")
+    p.add_argument("--speakers", type=int, metavar="N", help="how many people speak, if you know (people told apart)")
     p.add_argument("--batch-files", type=int, default=1, metavar="N",
                    help="analyse N files at once, their network calls batched together (for a GPU; default 1)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",

@@ -1,6 +1,6 @@
 """Who speaks when: the speech the VAD found, cut into turns by voice.
 
-    speech regions ─ voiceprint windows (1.6 s, every 0.5 s) ─ spectral clustering ─ turns
+    speech regions ─ voiceprint windows (1.6 s, every 0.25 s) ─ spectral clustering ─ turns
 
 Each window of speech gets the shipped voiceprint encoder's embedding (Resemblyzer's GE2E
 speaker encoder, `voiceprint.py`: trained to tell thousands of voices apart, already inside
@@ -31,9 +31,9 @@ from .voiceprint import WINDOW
 
 #: Voiceprint frames are 10 ms; a window is the encoder's 1.6 s, one starts every `HOP` frames.
 FRAME_S = 0.01
-HOP = 50
+HOP = 25
 #: Each window keeps its affinity to the nearest (1 - KEEP_QUANTILE) of the windows whole (the rest shrunk).
-KEEP_QUANTILE = 0.85
+KEEP_QUANTILE = 0.9
 #: Turns shorter than this are joined to their neighbour (a window's hop blurs shorter changes).
 MIN_TURN_S = 0.5
 #: How many voices one file may hold, at most, when not told.
@@ -309,9 +309,10 @@ class Voices:
 
     @property
     def embedded_until(self) -> float:
-        """Speech before this second has all been embedded (the windows still being embedded start here)."""
+        """Speech before this second has all been embedded: where the windows still being embedded
+        start (all of it, when none are: what has not been heard yet is not speech known so far)."""
         self._collect(wait=False)
-        return float(self._pending[0][0][0, 0]) if self._pending else self.heard_until
+        return float(self._pending[0][0][0, 0]) if self._pending else float("inf")
 
     def wait(self) -> None:
         """Wait for every window given so far to be embedded (and to join its voice)."""

@@ -33,18 +33,20 @@ log = logging.getLogger("avemo")
 class FileWorker:
     """One Ray worker: the model, loaded once, and the per-file job."""
 
-    def __init__(self, model_dir: str | None, every: float | None, modalities: tuple[str, ...]) -> None:
+    def __init__(self, model_dir: str | None, every: float | None, modalities: tuple[str, ...],
+                 people: bool | None = None, speakers: int | None = None) -> None:
         from .predict import load_model
 
         self.model = load_model(model_dir, threads=1)
-        self.every, self.modalities = every, modalities
+        self.every, self.modalities, self.people, self.speakers = every, modalities, people, speakers
 
     def run(self, index: int, path: str) -> tuple[int, list[dict]]:
         """The file's rows, or one row naming the error that stopped it; `index` is passed back."""
         from .predict import frame_rows
 
         try:
-            results = self.model.predict_file(path, every=self.every, modalities=self.modalities)
+            results = self.model.predict_file(path, every=self.every, modalities=self.modalities, people=self.people,
+                                              speakers=self.speakers)
         except AvemoError as exc:
             return index, [{"file": path, "error": str(exc)}]
         return index, [{**row, "error": None} for row in frame_rows(path, results)]
@@ -57,8 +59,10 @@ def part_path(out: Path, file: str | Path) -> Path:
 
 def predict_ray(paths: list[Path], out: str | Path, model_dir: str | None = None, every: float | None = None,
                 modalities: tuple[str, ...] = ("audio", "face"), address: str | None = None,
-                workers: int | None = None, resume: bool = False) -> pd.DataFrame:
-    """Analyse `paths` on Ray workers; write and return the (file, start, end)-indexed table.
+                workers: int | None = None, resume: bool = False, people: bool | None = None,
+                speakers: int | None = None) -> pd.DataFrame:
+    """Analyse `paths` on Ray workers; write and return the (file, start, end)-indexed table
+    (`people`, `speakers`: as `Model.predict` takes them).
 
     Each file's rows are kept as they come, in a folder beside `out` (`NAME.parquet.parts/`),
     so that with `resume` an interrupted run goes on with the files it had not finished;
@@ -84,7 +88,7 @@ def predict_ray(paths: list[Path], out: str | Path, model_dir: str | None = None
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         count = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1)(FileWorker)
-        pool = ActorPool([actor.remote(model_dir, every, modalities) for _ in range(min(count, len(jobs)))])
+        pool = ActorPool([actor.remote(model_dir, every, modalities, people, speakers) for _ in range(min(count, len(jobs)))])
         for done, (index, rows) in enumerate(pool.map_unordered(lambda a, job: a.run.remote(*job), jobs), 1):
             with written_whole(part_of[str(paths[index])]) as tmp:
                 pd.DataFrame(rows).to_parquet(tmp)

@@ -66,7 +66,7 @@ def evaluate_items(model: Model, items: list[Item], modalities: tuple[str, ...] 
             info = probe(item.path)
             whole = None if info.is_image else [Segment(0.0, info.duration)]
             (result,) = model.predict_file(item.path, segments=whole, modalities=modalities,
-                                           normalise=by_speaker.get(_speaker(item), each))
+                                           normalise=by_speaker.get(_speaker(item), each), people=False)
         except AvemoError as exc:
             skipped.append({"path": str(item.path), "reason": str(exc)})
             continue

@@ -4,11 +4,10 @@ speaking, and what each person showed over the whole file.
     segments (a planner's) ─ wait until the voices are known (diarise.Voices) ─ cut at each
     change of voice ─ labelled "P1", "P2", ... ─ judged; results ─ one summary per person
 
-People are anonymous ids, per file, numbered in order of first speech: avemo does not know who
-anyone is, only that two stretches sound like one voice. What a person's voice or face shows is
-an expression, not a felt emotion. So far people are told apart by voice alone: a face-only
-stretch has no person, and a voice heard in very different states (a calm turn, a shouted one)
-may be taken for two people.
+People are anonymous ids, per file, numbered in order of first appearance: avemo does not know
+who anyone is, only that two stretches sound like one voice or show one face. What a person's voice
+or face shows is an expression, not a felt emotion. Where no face links them, a voice heard in very
+different states (a calm turn, a shouted one) may be taken for two people.
 """
 
 from __future__ import annotations

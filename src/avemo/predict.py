@@ -176,14 +176,20 @@ class Model:
             return None
         return normalise if isinstance(normalise, Normaliser) else Normaliser(chosen)
 
-    def voices(self, people: bool, speakers: int | None = None) -> Voices | None:
-        """A fresh diariser for one run where `people` are asked for (None otherwise); AvemoError
-        for a bad `speakers` hint, or a model without the voiceprint encoder that tells voices apart."""
-        if not isinstance(people, bool):
-            raise AvemoError(f"people is True or False, not {people!r}")
-        if not people:
+    def tells_people(self, people: bool | None) -> bool:
+        """Whether a run tells people apart: as asked, or (None) wherever the model reads a
+        voiceprint, the encoder that tells voices apart (the shipped model does)."""
+        if people is not None and not isinstance(people, bool):
+            raise AvemoError(f"people is True, False or None (where the model can), not {people!r}")
+        return self.cfg.voiceprint if people is None else people
+
+    def voices(self, people: bool | None, speakers: int | None = None) -> Voices | None:
+        """A fresh diariser for one run where people are told apart (`tells_people`; None
+        otherwise); AvemoError for a bad `speakers` hint, or people asked of a model without the
+        voiceprint encoder that tells voices apart."""
+        if not self.tells_people(people):
             if speakers is not None:
-                raise AvemoError("speakers is a hint for people=True (--people on)")
+                raise AvemoError("speakers is a hint for telling people apart, not for people=False (--people off)")
             return None
         if not self.cfg.voiceprint:
             raise AvemoError("this model reads no voiceprint, which tells voices apart: people needs one that does "
@@ -209,7 +215,7 @@ class Model:
         sampling_rate: int = SAMPLE_RATE,
         batch_files: int = 1,
         normalise: str | Normaliser = "auto",
-        people: bool = False,
+        people: bool | None = None,
         speakers: int | None = None,
     ) -> list[SegmentResult] | list[list[SegmentResult] | AvemoError] | pd.DataFrame:
         """Analyse a file, a list of files, or a mono signal.
@@ -230,9 +236,10 @@ class Model:
         them: "file" (by all of the file's speech; "auto" picks it for such models, "none" for
         the others), "segment" (each segment alone), or a `Normaliser`. A signal is a 1-D
         numpy array of floats from -1 to 1, or of integer PCM (scaled by its type's range).
-        `people=True`: tell the voices apart (`people.py`): each speech segment is cut where the
-        voice changes and says whose voice it is (`person`: "P1", ... per file), and each voice
-        is standardised by that person's own speech; `speakers`: how many people speak, if known.
+        `people`: tell the people apart (`people.py`; None, the default: wherever the model can,
+        as the shipped model can): each speech segment is cut where the voice changes and says
+        whose voice it is (`person`: "P1", ... per file), and each voice is standardised by that
+        person's own speech; False gives one stream. `speakers`: how many people speak, if known.
         Bad arguments raise AvemoError, saying what is wrong with them.
         """
         modalities = _check_modalities(modalities)
@@ -267,7 +274,7 @@ class Model:
 
     def predict_files(self, paths: Iterable[str | Path], segments: list[Segment] | None = None, every: float | None = None,
                       modalities: Iterable[str] = MODALITIES, batch_files: int = 1,
-                      normalise: str | Normaliser = "auto", people: bool = False, speakers: int | None = None
+                      normalise: str | Normaliser = "auto", people: bool | None = None, speakers: int | None = None
                       ) -> Iterator[tuple[Path, list[SegmentResult] | AvemoError]]:
         """Each file's results in the order given, or the AvemoError that stopped it (not
         raised: one bad file does not stop the others). `batch_files` > 1 analyses that many files at once, one thread each,
@@ -302,14 +309,14 @@ class Model:
 
     def predict_file(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
                      modalities: Iterable[str] = MODALITIES, normalise: str | Normaliser = "auto",
-                     people: bool = False, speakers: int | None = None) -> list[SegmentResult]:
+                     people: bool | None = None, speakers: int | None = None) -> list[SegmentResult]:
         """Results for one media file; AvemoError when nothing in it can be analysed."""
         return list(self.stream(path, segments=segments, every=every, modalities=modalities, normalise=normalise,
                                 people=people, speakers=speakers))
 
     def stream(self, path: str | Path, *, segments: list[Segment] | None = None, every: float | None = None,
                modalities: Iterable[str] = MODALITIES, progress: Callable[[float, float], None] | None = None,
-               normalise: str | Normaliser = "auto", people: bool = False, speakers: int | None = None
+               normalise: str | Normaliser = "auto", people: bool | None = None, speakers: int | None = None
                ) -> Iterator[SegmentResult]:
         """One media file's results, each as soon as its segment is analysed: a long video is
         read in bounded pieces, its first results come while the rest decodes, and memory
@@ -355,8 +362,9 @@ class Model:
         iterable may wait for more. Each segment is judged on its own as soon as it settles
         (speech a pause after it ends; a face-only window once it is over), not in batches.
         `width`: the camera picture's, to give face boxes in its pixels. `people`, `speakers`: as
-        `predict` takes them; the voices are clustered after the first 20 s of speech (or 30 s), so
-        the first results wait that long, and later voices join them or are new people."""
+        `predict` takes them, but off unless asked: the voices are clustered after the first 20 s
+        of speech (or 30 s), so the first results wait that long, and later voices join them or
+        are new people."""
         modalities = _check_modalities(modalities)
         voices = self.voices(people, speakers)
         sound = _heard(sound) if "audio" in modalities else None

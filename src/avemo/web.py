@@ -103,7 +103,7 @@ class Job:
     duration: float
     every: float | None = None
     modalities: tuple[str, ...] = ("audio", "face")
-    people: bool = False  # voices told apart (`predict(people=True)`)
+    people: bool | None = None  # people told apart (`predict(people=...)`: None where the model can)
     status: str = "queued"  # queued, running, done, failed, cancelled
     progress: float = 0.0  # seconds of the media analysed so far
     error: str | None = None
@@ -361,7 +361,7 @@ async def receive_upload(request: Request, board: JobBoard, limit: int) -> tuple
     return state["path"], state["client"], fields
 
 
-def job_options(fields: dict[str, str]) -> tuple[float | None, tuple[str, ...], bool]:
+def job_options(fields: dict[str, str]) -> tuple[float | None, tuple[str, ...], bool | None]:
     """`every`, `modalities` and `people` from a form, checked as the CLI checks them."""
     every = None
     if fields.get("every", "").strip():
@@ -375,10 +375,10 @@ def job_options(fields: dict[str, str]) -> tuple[float | None, tuple[str, ...], 
     modalities = tuple(m.strip() for m in raw.split(",") if m.strip())
     if not modalities or set(modalities) - {"audio", "face"}:
         raise AvemoError(f"modalities must be audio and/or face, not {raw!r}")
-    people = fields.get("people", "off").strip().lower() or "off"
-    if people not in ("on", "off"):
+    people = fields.get("people", "").strip().lower()
+    if people not in ("on", "off", ""):
         raise AvemoError(f"people is on or off, not {fields['people']!r}")
-    return every, modalities, people == "on"
+    return every, modalities, {"on": True, "off": False, "": None}[people]
 
 
 def _kind(info) -> str:

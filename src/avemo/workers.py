@@ -48,7 +48,7 @@ class Task:
     modalities: tuple[str, ...]
     max_duration_s: float
     name: str  # the client's name for the file, for the duration message
-    people: bool = False
+    people: bool | None = None
 
 
 class Worker:
