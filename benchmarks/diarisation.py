@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 import avemo
-from avemo.composite import conversation as converse
 from avemo.diarise import diarise
 from avemo.media import load_audio
 from avemo.metrics import diarisation_error
 from avemo.segments import speech_regions
+from avemo.training.composite import conversation as converse
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "tests" / "data" / "pyannote_sample"

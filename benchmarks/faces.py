@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avemo.composite import on_a_frame
 from avemo.faces import FaceDetector
 from avemo.media import iter_frames
+from avemo.training.composite import on_a_frame
 
 DETECTORS = {"Haar": ("haar",), "BlazeFace": ("blazeface",), "both (predict)": ("blazeface", "haar")}
 

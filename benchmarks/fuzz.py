@@ -33,7 +33,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from avemo.composite import mux_clip, still_variants
+from avemo.training.composite import mux_clip, still_variants
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("AVEMO_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -347,7 +347,7 @@ def run_server(files: dict[str, Path], d: Path) -> list[tuple[str, str, str]]:
         status, doc = request("GET", f"/v1/jobs/{jobs[-1]}/segments?format=csv")
         return status == 422 and "error" in doc or f"{status}: {doc}"
 
-    from avemo.composite import looped
+    from avemo.training.composite import looped
 
     long_video, jobs = looped(MEDIA / "WolfgangLanger_Pexels.mp4", 3.0, d / "long.mp4"), []
     try:

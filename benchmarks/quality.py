@@ -45,12 +45,12 @@ import cv2
 import numpy as np
 
 import avemo
-from avemo.composite import still_clip
-from avemo.datasets import Item, load_spec
 from avemo.evaluate import evaluate_items, test_items
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
 from avemo.metrics import classification_report, summary_line
 from avemo.shipped import default_model_dir
+from avemo.training.composite import still_clip
+from avemo.training.datasets import Item, load_spec
 
 FER_LABELS = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]  # the fer package's order
 
@@ -153,8 +153,8 @@ def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None
     split. With `voice_norm` "group", each voice report has the figures of X's files standardised
     alone beside it (`alone`). `only`: the corpora to leave out (default all)."""
     from avemo.config import ModelConfig, read_config
-    from avemo.splits import split_items
-    from avemo.train import TrainSettings, train
+    from avemo.training.splits import split_items
+    from avemo.training.train import TrainSettings, train
 
     corpora = [load_spec(spec) for spec in specs(data, OTHER_FACES if faces else SPEECH)]
     always = [f"fer2013:{data / 'fer2013'}"] if faces else []  # in training every time, as in the full run
@@ -193,7 +193,7 @@ def leave_one_corpus_out(data: Path, folder: Path, epochs: int, init: str | None
 def cross_validation(data: Path, folds: int, epochs: int, folder: Path) -> tuple[list[dict], dict]:
     """Per-fold test reports of the voice recipe over RAVDESS actor folds, and the
     RAVDESS-to-TESS cross-corpus report."""
-    from avemo.train import TrainSettings, train
+    from avemo.training.train import TrainSettings, train
 
     ravdess = load_spec(f"ravdess:{data / 'ravdess_speech'}")
     tess = load_spec(f"tess:{data / 'tess'}")

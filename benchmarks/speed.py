@@ -31,7 +31,7 @@ from pathlib import Path
 
 import av
 
-from avemo.composite import looped
+from avemo.training.composite import looped
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO.parent / "shared" / "data" / "media" / "WolfgangLanger_Pexels.mp4"

@@ -1,7 +1,7 @@
 """Real media for the tests: the shared corpora, and composite clips built from them.
 
 Composite clips mux a real face video's picture with real RAVDESS / TESS utterances
-(see avemo.composite): no real labelled clip with both a face and speech can be had
+(see avemo.training.composite): no real labelled clip with both a face and speech can be had
 here. RAVDESS is CC BY-NC-SA 4.0; the clips live only in pytest's temp folder.
 """
 
@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from avemo.composite import mux_clip
+from avemo.training.composite import mux_clip
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("AVEMO_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -101,7 +101,7 @@ def meld_fixture(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("meld")
     counts = {"train": 30, "val": 8, "test": 10}
-    from avemo.datasets import MELD_SPLITS
+    from avemo.training.datasets import MELD_SPLITS
 
     n = 0
     for split, (csv_name, folder) in MELD_SPLITS.items():

@@ -12,10 +12,10 @@ import pytest
 
 import avemo
 from avemo.cli import main
-from avemo.composite import mux_clip, still_variants
 from avemo.errors import AvemoError
 from avemo.media import load_audio
 from avemo.segments import Segment
+from avemo.training.composite import mux_clip, still_variants
 
 from .conftest import ANGRY, DATA, FACE_VIDEO, MEDIA, NO_FACE_VIDEO, REPO
 

@@ -118,7 +118,7 @@ def test_train_options_default_to_the_model_config():
 def test_train_optimiser_options_default_to_the_training_settings():
     pytest.importorskip("torch")  # TrainSettings lives with the training code
     from avemo.cli import build_parser
-    from avemo.train import TrainSettings
+    from avemo.training.train import TrainSettings
 
     args = build_parser().parse_args(["train", "--data", "ravdess:x", "--out", "o"])
     assert (args.patience, args.lr, args.weight_decay) == (TrainSettings.patience, TrainSettings.lr, TrainSettings.weight_decay)

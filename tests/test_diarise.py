@@ -161,7 +161,7 @@ TURNS = [(0, "1001_DFA_ANG_XX.flv"), (1, "01-01-01-01-01-01-01.mp4"), (0, "1001_
 def test_two_filmed_people_side_by_side_are_two_linked_people(model, tmp_path):
     """The two real people of av_clips (their own face and voice) taking turns side by side: two
     people, each voice linked to the face in its own half of the picture."""
-    from avemo.composite import conversation
+    from avemo.training.composite import conversation
 
     video, truth = conversation([(who, DATA / "av_clips" / clip) for who, clip in TURNS], tmp_path / "side.mp4", "side")
     results = model.predict(video, people=True)
@@ -176,7 +176,7 @@ def test_two_filmed_people_side_by_side_are_two_linked_people(model, tmp_path):
 def test_two_filmed_people_cut_between_are_told_apart_by_their_faces(model, tmp_path):
     """Cut between at the same framing, each face continues where the other was: the tracks end at
     each cut, and the faces' identities (dlib's network) say whose each is."""
-    from avemo.composite import conversation
+    from avemo.training.composite import conversation
 
     video, truth = conversation([(who, DATA / "av_clips" / clip) for who, clip in TURNS], tmp_path / "cut.mp4", "cut")
     results = model.predict(video, people=True)

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("mkdocs")
 pytest.importorskip("mkdocstrings")
 
-from .test_web_browser import By, WebDriverWait, browser, pytestmark  # noqa: E402, F401 (its skip: no chromium)
+from .web.test_web_browser import By, WebDriverWait, browser, pytestmark  # noqa: E402, F401 (its skip: no chromium)
 
 REPO = Path(__file__).resolve().parent.parent
 

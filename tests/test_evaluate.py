@@ -86,9 +86,9 @@ def test_evaluate_meld_split_restricted_to_one_modality(meld_fixture, tmp_path):
 
 def test_test_split_is_the_speakers_the_model_held_out():
     import avemo
-    from avemo.datasets import load_spec
     from avemo.evaluate import test_items
-    from avemo.splits import held_out_name
+    from avemo.training.datasets import load_spec
+    from avemo.training.splits import held_out_name
 
     from .conftest import DATA
 
@@ -108,9 +108,9 @@ def test_evaluate_normalises_each_speaker_over_their_files_or_each_file_alone(tm
     speaker's from all of their files first (the default where a manifest names speakers),
     or takes each file's own; a mode the model was not trained for is one error."""
     import avemo
-    from avemo.datasets import load_spec
     from avemo.errors import AvemoError
     from avemo.evaluate import evaluate_items
+    from avemo.training.datasets import load_spec
 
     from .conftest import DATA
 

@@ -1,9 +1,9 @@
 import cv2
 import numpy as np
 
-from avemo.composite import on_a_frame
 from avemo.faces import CROP_SIZE, FaceDetector, crop_face
 from avemo.media import iter_frames
+from avemo.training.composite import on_a_frame
 
 from .conftest import DATA, FACE_VIDEO, MEDIA
 
@@ -93,8 +93,8 @@ def test_faces_are_followed_as_tracks_and_the_largest_is_judged(tmp_path):
     from collections import Counter
 
     import avemo
-    from avemo.composite import still_clip
     from avemo.faces import _overlap, main_track, observe_faces
+    from avemo.training.composite import still_clip
 
     from .conftest import ANGRY
 

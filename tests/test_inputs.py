@@ -16,11 +16,11 @@ import pytest
 
 import avemo
 from avemo.cli import main
-from avemo.composite import mux_clip
 from avemo.errors import AvemoError
 from avemo.media import iter_frames, load_audio, probe
 from avemo.segments import Segment, read_segments
 from avemo.shipped import default_model_dir
+from avemo.training.composite import mux_clip
 
 from .conftest import ANGRY, FACE_VIDEO, HAPPY, MEDIA, NO_FACE_VIDEO, write_wav
 

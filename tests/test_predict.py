@@ -186,7 +186,7 @@ def test_voice_input_is_the_speech_span_however_the_segment_is_drawn(model):
 @pytest.fixture(scope="module")
 def long_clip(clips, tmp_path_factory):
     """Two minutes of real video and speech: the two-utterance clip, looped."""
-    from avemo.composite import looped
+    from avemo.training.composite import looped
 
     return looped(clips["two_utterances"], 2.0, tmp_path_factory.mktemp("long") / "long.mp4")
 
@@ -246,8 +246,8 @@ def test_people_in_a_long_video_where_no_one_speaks_stream_and_are_let_go(model,
     no voice to wait for, so its face-only segments come out as the frames go, with their person,
     and what they held is let go (it once waited for voices that never came, holding every frame)."""
     import avemo.predict as predict
-    from avemo.composite import looped
     from avemo.media import probe
+    from avemo.training.composite import looped
 
     clip = looped(FACE_VIDEO, 2.5, tmp_path / "silent.mp4")
     decoded, held = _watched(monkeypatch)
@@ -260,9 +260,9 @@ def test_people_in_a_long_video_where_no_one_speaks_stream_and_are_let_go(model,
 
 
 def test_of_two_faces_the_one_moving_its_mouth_while_someone_speaks_is_judged(model, tmp_path):
-    from avemo.composite import beside
     from avemo.faces import FaceDetector, _overlap, mouth_motion, observe_faces
     from avemo.media import iter_frames
+    from avemo.training.composite import beside
 
     # a real face video (left, smaller) beside a real still photo (right, the larger face), with a real voice
     clip = beside(FACE_VIDEO, MEDIA / "single_face.jpg", HAPPY, tmp_path / "two_people.mp4")

@@ -99,8 +99,8 @@ def test_a_folder_of_graphs_alone_loads_and_a_damaged_graph_is_one_error(tmp_pat
 def test_export_writes_graphs_that_match_torch_for_a_model_with_a_context_stage(tmp_path):
     """A log-Mel model with an LSTM, a context stage (the shipped one has neither) and calibrated modalities."""
     torch = pytest.importorskip("torch")
-    from avemo.export import export_onnx
-    from avemo.model import AvemoNet, ModelConfig, save_model
+    from avemo.training.export import export_onnx
+    from avemo.training.model import AvemoNet, ModelConfig, save_model
 
     torch.manual_seed(0)
     net = AvemoNet(ModelConfig(rnn="lstm", audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16,
@@ -133,8 +133,8 @@ def test_a_voice_probe_mixes_into_the_voice_logits_and_exports_to_graphs_that_ma
     head's logits and share of the probe's (a share for emotion, one for sentiment), over its temperature;
     a face alone none of the probe. A face judged with its mirror image exports too."""
     torch = pytest.importorskip("torch")
-    from avemo.export import export_onnx
-    from avemo.model import AvemoNet, ModelConfig, save_model
+    from avemo.training.export import export_onnx
+    from avemo.training.model import AvemoNet, ModelConfig, save_model
 
     torch.manual_seed(0)
     net = AvemoNet(ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16, voice_probe=True,
@@ -169,8 +169,8 @@ def test_a_whisper_front_with_stacked_states_exports_to_graphs_that_match_torch(
     """Stacked states (each block's beside the others', `--whisper-stack`) widen what the encoder
     graph gives and the voice graph reads; both runtimes agree on real speech."""
     torch = pytest.importorskip("torch")
-    from avemo.export import export_onnx
-    from avemo.model import AvemoNet, ModelConfig, save_model
+    from avemo.training.export import export_onnx
+    from avemo.training.model import AvemoNet, ModelConfig, save_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(audio_front="whisper", whisper_layers=2, whisper_stack=True, audio_channels=16, audio_hidden=16,

@@ -54,11 +54,11 @@ def test_windows_cut_each_row_as_resemblyzer_does():
 
 def test_a_voiceprint_knows_its_speaker():
     torch = pytest.importorskip("torch")
-    from avemo.model import VoiceprintLSTM
-    from avemo.voiceprint import pretrained_state
+    from avemo.training.model import VoiceprintLSTM
+    from avemo.training.pretrained import voiceprint_state
 
     encoder = VoiceprintLSTM()
-    encoder.load_state_dict(pretrained_state())
+    encoder.load_state_dict(voiceprint_state())
     files = {a: sorted((RAVDESS / f"Actor_{a}").glob("*.flac"))[:4] for a in ("01", "02")}
     prints = {}
     for actor, paths in files.items():

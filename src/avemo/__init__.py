@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> object:
     """The API, imported on first use: `import avemo` (and `avemo --help`) stays quick, and
-    torch, OpenCV and FFmpeg load only when a model is."""
+    OpenCV, FFmpeg and ONNX Runtime load only when a model is (torch only for training)."""
     if name in ("Model", "SegmentResult", "load_model"):
         from . import predict
 

@@ -222,11 +222,11 @@ OUTPUT_SUFFIXES = ("json", "jsonl", "csv", "srt", "parquet")
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .datasets import load_spec
     from .evaluate import confusion_png, evaluate_items, test_items
     from .metrics import summary_line
     from .predict import load_model
-    from .splits import split_items
+    from .training.datasets import load_spec
+    from .training.splits import split_items
 
     if bool(args.manifest) == bool(args.data):
         raise AvemoError("give either --manifest M.csv or --data KIND:PATH")
@@ -293,12 +293,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _torch_module(name: str, command: str):
-    """avemo's module `name`, which needs torch: where torch (or another training package) is
-    missing, a one-line error saying how to install it, not an internal error."""
+    """The training subpackage's module `name`, which needs torch: where torch (or another
+    training package) is missing, a one-line error saying how to install it, not an internal error."""
     import importlib
 
     try:
-        return importlib.import_module(f".{name}", __package__)
+        return importlib.import_module(f".training.{name}", __package__)
     except ImportError as exc:
         raise AvemoError(f"{command} needs torch: pip install 'avemo[train]' ({exc.name} is missing)") from None
 

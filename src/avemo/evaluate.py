@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .metrics import classification_report
-from .splits import held_out_name, split_items
+from .training.splits import held_out_name, split_items
 
 if TYPE_CHECKING:
-    from .datasets import Item
     from .predict import Model
+    from .training.datasets import Item
 
 def test_items(items: list[Item], model_meta: dict) -> list[Item]:
     """The test split of `items` for this model: the speakers (or corpus splits) its

@@ -22,7 +22,6 @@ network over the windows is `model.VoiceprintLSTM` (graph `voiceprint.onnx`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -83,20 +82,3 @@ def with_voiceprints(states: np.ndarray, steps: np.ndarray, mel: np.ndarray, len
     beside = np.repeat(prints[:, None, :], states.shape[1], axis=1)
     beside[np.arange(states.shape[1])[None, :] >= np.asarray(steps)[:, None]] = 0.0
     return np.concatenate([np.asarray(states, np.float32), beside], axis=2)
-
-
-def pretrained_state() -> dict:
-    """Resemblyzer's LSTM and linear layer, for training a model with a voiceprint: from the
-    installed `Resemblyzer` package's weights file (build time), else from the shipped default
-    model, which carries them."""
-    from importlib.util import find_spec
-
-    import torch
-
-    from .shipped import shipped_state
-
-    spec = find_spec("resemblyzer")  # located, not imported: its own imports are not needed
-    if spec is not None and spec.origin:
-        checkpoint = torch.load(Path(spec.origin).parent / "pretrained.pt", map_location="cpu", weights_only=True)
-        return {k: v for k, v in checkpoint["model_state"].items() if k.startswith(("lstm.", "linear."))}
-    return shipped_state("audio.voiceprint.", "a voiceprint needs Resemblyzer's weights: pip install --no-deps resemblyzer==0.1.4")

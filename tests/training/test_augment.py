@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from avemo.augment import CODECS, band_limited, real_world, through_codec, with_noise
 from avemo.media import load_audio
+from avemo.training.augment import CODECS, band_limited, real_world, through_codec, with_noise
 
-from .conftest import HAPPY, NO_FACE_VIDEO
+from ..conftest import HAPPY, NO_FACE_VIDEO
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ torch = pytest.importorskip("torch")  # the [train] extra
 
 import avemo
 from avemo.cli import main
-from avemo.context import load_meld_vectors
-from avemo.datasets import MELD_SPLITS
 from avemo.errors import AvemoError
+from avemo.training.context import load_meld_vectors
+from avemo.training.datasets import MELD_SPLITS
 
-from .conftest import DATA, RAVDESS, RAVDESS_CODE
+from ..conftest import DATA, RAVDESS, RAVDESS_CODE
 
 
 @pytest.fixture(scope="module")

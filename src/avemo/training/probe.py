@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..labels import UNKNOWN
+from ..metrics import classification_report
+from ..normalise import group_stats, paired
 from .batches import SCORE_FRAMES, Branch, audio_batch, by_class_and_corpus
-from .labels import UNKNOWN
-from .metrics import classification_report
 from .model import AvemoNet, VoiceProbe
-from .normalise import group_stats, paired
 
 log = logging.getLogger("avemo")
 

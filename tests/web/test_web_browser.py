@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from avemo.media import load_audio  # noqa: E402
 
-from .conftest import ANGRY, FACE_VIDEO, write_wav  # noqa: E402
+from ..conftest import ANGRY, FACE_VIDEO, write_wav  # noqa: E402
 from .test_web import SAMPLE, Server  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -97,7 +97,7 @@ def test_people_each_get_a_lane_of_their_turns(server, tmp_path):
     turns in it; a click on a turn seeks the player there."""
     from pathlib import Path
 
-    recording = Path(__file__).parent / "data" / "pyannote_sample" / "sample.wav"
+    recording = Path(__file__).parents[1] / "data" / "pyannote_sample" / "sample.wav"
     d = browser()
     try:
         _result_with_people(d, server, recording)
@@ -125,7 +125,7 @@ def test_a_filmed_persons_lane_shows_their_face(server, tmp_path):
     cut by the browser from the video where her box was judged (a picture, not a blank square)."""
     from pathlib import Path
 
-    sample = Path(__file__).parent.parent / "examples" / "sample.mp4"
+    sample = Path(__file__).parents[2] / "examples" / "sample.mp4"
     d = browser()
     try:
         _result_with_people(d, server, sample)

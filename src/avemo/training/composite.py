@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .files import written_whole
-from .media import SAMPLE_RATE, load_audio
+from ..files import written_whole
+from ..media import SAMPLE_RATE, load_audio
 
 
 def mux_clip(video: str | Path, utterances: list[tuple[float, str | Path]] | None, out: str | Path,
@@ -263,7 +263,7 @@ def conversation(turns: list[tuple[int, str | Path]], out: str | Path, layout: s
     who), read off the clip's own sound by the VAD."""
     import cv2
 
-    from .segments import speech_regions
+    from ..segments import speech_regions
 
     width, height = size
     people = sorted({who for who, _ in turns})

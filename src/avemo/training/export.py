@@ -28,14 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import PRINT_MELS, WHISPER_MELS
-from .errors import AvemoError
-from .files import written_whole
+from ..audio import PRINT_MELS, WHISPER_MELS
+from ..errors import AvemoError
+from ..files import written_whole
+from ..normalise import Normaliser
+from ..predict import normalised
+from ..runtime import GRAPHS, OnnxRuntime, softmax, weights_digest
+from ..voiceprint import WINDOW
 from .model import AvemoNet, load_net, pooled_states
-from .normalise import Normaliser
-from .predict import normalised
-from .runtime import GRAPHS, OnnxRuntime, TorchRuntime, softmax, weights_digest
-from .voiceprint import WINDOW
+from .torch_runtime import TorchRuntime
 
 log = logging.getLogger("avemo")
 

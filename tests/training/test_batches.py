@@ -10,11 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")  # the [train] extra
 
 from avemo.audio import log_mel
-from avemo.batches import augment_mel, balanced_draw, face_batch, face_draw, mixed_faces
-from avemo.datasets import Item
 from avemo.media import load_audio
+from avemo.training.batches import augment_mel, balanced_draw, face_batch, face_draw, mixed_faces
+from avemo.training.datasets import Item
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 def test_mixup_blends_each_face_with_another_and_keeps_both_labels():

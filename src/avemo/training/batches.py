@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import torch
 
+from ..faces import CROP_SIZE
+from ..normalise import Stats, group_stats, paired
 from .datasets import Item
-from .faces import CROP_SIZE
-from .normalise import Stats, group_stats, paired
 
 #: 10 ms frames an utterance is cut to where it is scored rather than trained on (its centre).
 SCORE_FRAMES = 3000

@@ -14,7 +14,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from .media import SAMPLE_RATE
+from ..media import SAMPLE_RATE
 
 #: (encoder, container format, bit rates in kbit/s) of the codecs a training copy may pass through.
 CODECS = (("libmp3lame", "mp3", (16, 24, 32, 48, 64)), ("aac", "adts", (16, 24, 32, 48, 64)),

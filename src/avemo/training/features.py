@@ -22,16 +22,16 @@ import cv2
 import numpy as np
 import torch
 
-from .audio import MelSettings, voice_features
+from ..audio import MelSettings, voice_features
+from ..config import ModelConfig
+from ..errors import AvemoError
+from ..faces import CROP_SIZE, DETECTOR
+from ..files import written_whole
+from ..media import SAMPLE_RATE, load_audio
 from .augment import real_world
-from .config import ModelConfig
 from .datasets import Item
-from .errors import AvemoError
-from .faces import CROP_SIZE, DETECTOR
-from .files import written_whole
-from .media import SAMPLE_RATE, load_audio
 from .model import AudioEncoder, encoder_states
-from .voiceprint import pretrained_state as voiceprint_state
+from .pretrained import voiceprint_state
 from .whisper import LAYERS as WHISPER_LAYERS
 from .whisper import pretrained_state as whisper_state
 
@@ -45,10 +45,10 @@ def _whole_file(args: tuple[str, ModelConfig, int, tuple[str, ...], int]) -> tup
     decoded. `variant` > 0 gives a copy whose speech went through `augment.real_world`
     (with the sounds of `noise_files`), drawn from a generator seeded by the file's name
     and the variant, so that the same copy can be made again."""
-    from .faces import observe_faces
-    from .media import iter_frames, probe
-    from .predict import segment_inputs
-    from .segments import Segment, speech_regions
+    from ..faces import observe_faces
+    from ..media import iter_frames, probe
+    from ..predict import segment_inputs
+    from ..segments import Segment, speech_regions
 
     path, cfg, variant, noise_files, max_faces = args
     front, voiceprint = cfg.audio_front, cfg.voiceprint
@@ -104,7 +104,7 @@ def _encoder_states(mel: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _detector():
-    from .faces import FaceDetector
+    from ..faces import FaceDetector
 
     return FaceDetector()
 

@@ -1,10 +1,10 @@
 """Composite clips are ordinary media files: every stage reads them like any video."""
 
 import avemo
-from avemo.composite import still_clip
 from avemo.media import load_audio, probe
+from avemo.training.composite import still_clip
 
-from .conftest import ANGRY, DATA
+from ..conftest import ANGRY, DATA
 
 
 def test_a_still_face_with_an_utterance_is_judged_by_voice_and_face(tmp_path):

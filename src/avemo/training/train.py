@@ -25,14 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ModelConfig, read_config
+from ..errors import AvemoError
+from ..files import written_whole
+from ..labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
+from ..metrics import classification_report, summary_line
 from .batches import SCORE_FRAMES, Branch, Mix, draw, mixed_faces
-from .config import ModelConfig, read_config
 from .datasets import load_spec
-from .errors import AvemoError
 from .features import cached_features, pretrained_front
-from .files import written_whole
-from .labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
-from .metrics import classification_report, summary_line
 from .model import AvemoNet, load_net, save_model
 from .probe import fit_voice_probe, probe_logits
 from .splits import held_out_name, split_items

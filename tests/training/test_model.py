@@ -7,10 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")  # the [train] extra
 
 from avemo.errors import AvemoError
-from avemo.model import AvemoNet, ModelConfig, load_net, save_model
 from avemo.shipped import default_model_dir
+from avemo.training.model import AvemoNet, ModelConfig, load_net, save_model
 
-from .conftest import DATA
+from ..conftest import DATA
 
 TINY = ModelConfig(audio_channels=8, audio_hidden=8, face_channels=4, embed_dim=8)
 
