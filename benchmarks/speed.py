@@ -63,12 +63,13 @@ def paired_runs(path: Path, repeat: int, runtime: str, threads: int | None, mode
     pairs, alone = [], []
     for n in range(repeat):
         floor = decode_only(path)
-        without = n % 2 and people and _timed(lambda: model.predict(path, people=False))  # before, every other time
+        if people and n % 2:  # without people before the run with them, every other time; after it otherwise
+            alone.append(_timed(lambda: model.predict(path, people=False)))
         start = time.perf_counter()
         results = model.predict(path, people=people)
         pairs.append((floor, time.perf_counter() - start))
-        if people:
-            alone.append(without or _timed(lambda: model.predict(path, people=False)))  # else after
+        if people and not n % 2:
+            alone.append(_timed(lambda: model.predict(path, people=False)))
     return {"pairs": pairs, "alone": alone, "segments": len(results), "covered": [results[0].start, results[-1].end],
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -243,19 +243,16 @@ class Model:
         Bad arguments raise AvemoError, saying what is wrong with them.
         """
         modalities = _check_modalities(modalities)
-        segments, every = given_segments(segments), window_length(every)
-        if segments is not None and every is not None:
-            raise AvemoError("give segments or every, not both")
+        segments, every = _asked_times(segments, every)
         self.normaliser(normalise)  # a mode this model was not trained for: one error, not one per file
-        self.voices(people, speakers)  # people asked of a model that cannot tell voices apart, a bad hint: said once
+        voices = self.voices(people, speakers)  # people asked of a model that cannot tell voices apart, a bad hint: said once
         if isinstance(source, np.ndarray):
             wave = _signal(source, sampling_rate)
             if segments is not None:
                 segments = fit_segments(segments, len(wave) / SAMPLE_RATE, "signal")
             sound = (wave[i:i + SOUND_BLOCK] for i in range(0, len(wave), SOUND_BLOCK))
             results = list(self._run("signal", _heard(sound), None, _planner(segments, every, False, False), False,
-                                     modalities, len(wave) / SAMPLE_RATE, norm=self.normaliser(normalise),
-                                     voices=self.voices(people, speakers)))
+                                     modalities, len(wave) / SAMPLE_RATE, norm=self.normaliser(normalise), voices=voices))
             return to_frame([("signal", results)]) if as_frame else results
         if not isinstance(source, (list, tuple)):
             path = media_path(source)
@@ -327,9 +324,7 @@ class Model:
         people, the first results wait until the voices are known (the first minute of speech,
         or a minute and a half of media, or the whole of a shorter file)."""
         modalities = _check_modalities(modalities)
-        segments, every = given_segments(segments), window_length(every)
-        if segments is not None and every is not None:
-            raise AvemoError("give segments or every, not both")
+        segments, every = _asked_times(segments, every)
         norm = self.normaliser(normalise)
         voices = self.voices(people, speakers)
         path = media_path(path)
@@ -657,6 +652,14 @@ def media_path(source: object, what: str = "source") -> Path:
         raise AvemoError(f"{what} is the number {source!r}, not a file path{hint}")
     raise AvemoError(f"{what} is a {type(source).__name__}: give a file path (str or Path), a list of them, "
                      "or a signal as a numpy array")
+
+
+def _asked_times(segments: object, every: object) -> tuple[list[Segment] | None, float | None]:
+    """The user's own segments and window length, checked (`given_segments`, `window_length`): one or the other."""
+    segments, every = given_segments(segments), window_length(every)
+    if segments is not None and every is not None:
+        raise AvemoError("give segments or every, not both")
+    return segments, every
 
 
 def _check_modalities(modalities: Iterable[str]) -> tuple[str, ...]:
