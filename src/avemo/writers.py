@@ -93,7 +93,7 @@ def write_table(results: Results, out: TextIO, header: bool = True, people: bool
 def write_people(results: list[SegmentResult], out: TextIO) -> None:
     """The table's per-person summary of one file, after its segments (nothing where no one was told apart)."""
     for p in people_summary(results):
-        out.write(f"  {p['person']}: {p['speaking_s']:.1f} s speaking in {p['segments']} segments; "
+        out.write(f"  {p['person']}: {p['speaking_s']:.1f} s speaking in {p['segments']} segment{'s' * (p['segments'] != 1)}; "
                   f"{p['emotion']} {p['emotion_probs'][p['emotion']]:.2f}, {p['sentiment']} "
                   f"{p['sentiment_probs'][p['sentiment']]:.2f} over them\n")
 
