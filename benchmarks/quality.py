@@ -30,6 +30,16 @@
 7. With --loco and 7 in --only (retrains one face branch per posed face corpus, ~5 min an
    epoch): leave-one-corpus-out for faces, trained on FER2013 and the other posed corpus,
    tested on every photo of the one left out (its subjects never seen), FER2013 PublicTest beside.
+8. Faces as a video shows them (the proxy for natural faces in real video, which no labelled
+   set here has): FER2013 PublicTest faces set small (36-110 px), turned (roll ±20°), some lit
+   from one side, on a real frame (no_face.mp4's), the frame JPEG-compressed at quality 20-50,
+   then found, cut and judged as any photo (`--faces-as-video` faces, seeded). UAR and accuracy.
+   The real-video check beside it is section 4's face-only row on `av_clips/`.
+9. Phone speech (the proxy for speech recorded on phones): section 1's held-out speakers of
+   every speech corpus, each utterance through `augment.phone_call` (room, noise, automatic gain,
+   300-3400 Hz, an 8 kHz AMR-NB / G.711 / Opus codec; seeded, not the training copies' seeds),
+   judged by the voice each file alone and by speaker. URDU's natural talk-show speech is
+   section 1's URDU row.
 """
 
 from __future__ import annotations
@@ -47,8 +57,10 @@ import numpy as np
 import avemo
 from avemo.evaluate import evaluate_items, test_items
 from avemo.labels import EMOTIONS, SENTIMENTS, UNKNOWN
+from avemo.media import SAMPLE_RATE, iter_frames, load_audio
 from avemo.metrics import classification_report, summary_line
 from avemo.shipped import default_model_dir
+from avemo.training.augment import phone_call
 from avemo.training.composite import still_clip
 from avemo.training.datasets import Item, load_spec
 
@@ -88,6 +100,53 @@ def composite_clips(voices: list[Item], faces: list[Item], n: int, folder: Path,
         path = still_clip(face.path, voice.path, folder / f"{k:04d}_{voice.path.stem}_{face.path.stem}.mp4")
         clips.append(Item(path, voice.emotion, voice.sentiment, voice.speaker, None, "composite"))
     return clips
+
+
+def faces_as_video(faces: list[Item], n: int, background: Path, folder: Path, seed: int = 0) -> list[Item]:
+    """Up to `n` of `faces` (a balanced draw), each set small, turned and maybe lit from one side on
+    `background`'s middle frame, the frame JPEG-compressed: PNG photos in `folder` to judge as any photo."""
+    frames = list(iter_frames(background, 1.0))
+    base = cv2.resize(frames[len(frames) // 2][1], (640, 360), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(seed)
+    by_label: dict[int, list[Item]] = {}
+    for item in faces:
+        by_label.setdefault(item.emotion, []).append(item)
+    per_label = max(1, n // len(by_label))
+    chosen = [item for items in by_label.values() for item in
+              (items[i] for i in rng.permutation(len(items))[:per_label])]
+    out = []
+    for k, item in enumerate(chosen):
+        side = int(rng.integers(56, 151))
+        face = cv2.resize(cv2.imread(str(item.path), cv2.IMREAD_GRAYSCALE), (side, side), interpolation=cv2.INTER_CUBIC)
+        if rng.random() < 0.3:
+            ramp = np.linspace(1 - rng.uniform(0.2, 0.5), 1 + rng.uniform(0.0, 0.3), side)[None, :]
+            face = np.clip(face * (ramp if rng.random() < 0.5 else ramp[:, ::-1]), 0, 255).astype(np.uint8)
+        frame = base.copy()
+        x0, y0 = int(rng.integers(40, 640 - side - 40)), int(rng.integers(20, 360 - side - 20))
+        frame[y0:y0 + side, x0:x0 + side] = face
+        turn = cv2.getRotationMatrix2D((x0 + side / 2, y0 + side / 2), rng.uniform(-20, 20), 1.0)
+        frame = cv2.warpAffine(frame, turn, (640, 360), borderMode=cv2.BORDER_REPLICATE)
+        _, code = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 51))])
+        path = folder / f"video_{k:04d}_{item.path.stem}.png"
+        cv2.imwrite(str(path), cv2.imdecode(code, cv2.IMREAD_GRAYSCALE))
+        out.append(replace(item, path=path))
+    return out
+
+
+def phone_copies(voices: list[Item], folder: Path, noise: list[Path], seed: int = 1000) -> list[Item]:
+    """Each of `voices` through a phone (`augment.phone_call`), as WAV files in `folder`."""
+    import wave as wav
+
+    noises = [load_audio(p) for p in noise]
+    out = []
+    for k, item in enumerate(voices):
+        sound = phone_call(load_audio(item.path), np.random.default_rng([seed, k]), noises)
+        path = folder / f"phone_{k:05d}_{item.path.stem}.wav"
+        with wav.open(str(path), "wb") as f:
+            f.setnchannels(1), f.setsampwidth(2), f.setframerate(SAMPLE_RATE)
+            f.writeframes((np.clip(sound, -1, 1) * 32767).astype("<i2").tobytes())
+        out.append(replace(item, path=path))
+    return out
 
 
 def fused_vs_single(model: avemo.Model, clips: list[Item], normalise: str = "auto") -> dict[str, dict]:
@@ -225,6 +284,7 @@ def main() -> None:
     parser.add_argument("--loco-corpora", help="with --loco: the corpora to leave out, e.g. tess,savee (default all)")
     parser.add_argument("--folds", type=int, default=0, help="section 6's actor folds (0: skip the retraining)")
     parser.add_argument("--cv-epochs", type=int, default=10)
+    parser.add_argument("--faces-as-video", type=int, default=700, help="FER2013 faces section 8 sets on a frame")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,4 (5 and 7 also need --loco, "
                         "6 --folds)")
@@ -234,10 +294,11 @@ def main() -> None:
     # a normalising voice is scored by speaker (over their files) and each clip alone
     modes = {"speaker": ", by speaker", "file": ", each file alone"} if model.cfg.voice_norm == "group" else {"none": ""}
 
-    voices = []
+    voices, all_held = [], []
     for spec in specs(args.data, SPEECH):
         held = test_items(load_spec(spec), model.meta)
         voices += held if held and held[0].corpus == "ravdess" else []
+        all_held += held
         if not held or 1 not in only:
             continue
         name = held[0].corpus
@@ -277,6 +338,20 @@ def main() -> None:
                     hits = round(real[name]["accuracy"] * real[name]["n"])
                     print(summary_line(f"4. {name}, real audio-visual clips{how} ({hits} of {real[name]['n']} right)",
                                        real[name]), flush=True)
+
+        if 8 in only:
+            shown = faces_as_video(faces, args.faces_as_video, args.data / "media" / "no_face.mp4", Path(tmp))
+            face = evaluate_items(model, shown, ("face",))
+            print(summary_line(f"8. face, FER2013 PublicTest as video shows faces ({len(shown)})", face["emotion"]),
+                  f"[{len(face['skipped'])} skipped: no face found]", flush=True)
+
+        if 9 in only:
+            noise = [args.data / "media" / "no_face.mp4", args.data / "media" / "single_face.mp4"]
+            called = phone_copies(all_held, Path(tmp), noise)
+            for mode, how in modes.items():
+                phone = evaluate_items(model, called, ("audio",), normalise=mode)
+                print(summary_line(f"9. voice, held-out speakers over a phone{how} (chance {chance(phone['emotion']):.3f})",
+                                   phone["emotion"]), f"[{len(phone['skipped'])} skipped: no speech]", flush=True)
 
         for section, faces in ((5, False), (7, True)) if args.loco else ():
             if section not in only:

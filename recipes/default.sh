@@ -23,7 +23,7 @@ FACES=(--data "fer2013:$D/fer2013" --data "manifest:$D/jaffe/jaffe.csv"
 # beside it; the 4-stage face CNN judging up to 4 crops of a segment, each with its mirror image
 ARCH=(--audio-front whisper --voice-norm group --voiceprint --whisper-layers 4 --whisper-stack --voice-probe
       --face-channels 32 --face-blocks 4 --max-faces 4 --mirror-faces)
-# each utterance once more through a codec, noise (these two recordings' sound), gain and band limits
+# each utterance once more through a codec, noise (these two recordings' sound), gain and band limits, or a phone
 VARIANTS=(--variants 1 --noise "$D/media/no_face.mp4" --noise "$D/media/single_face.mp4")
 
 stage() {  # stage NAME ARGS...: `avemo train ARGS --out OUT/NAME`, unless it finished before
@@ -54,9 +54,18 @@ for k in 2 3 4; do
     --weight-decay 0.05 --epochs 30 --patience 30
   previous=face$k
 done
-# 7. no training: the voice probe, each modality's temperature and the fusion gate, on all corpora
-stage final "${SPEECH[@]}" "${FACES[@]}" --init "$OUT/$previous" --voice-probe --mirror-faces --max-faces 4 \
+# 7. the face as a video shows it: 12 more epochs from face4's weights at a quarter of the learning rate, each
+#    crop half the time small, blurred, lit from one side, grainy or JPEG-compressed (augment.face_as_video; ~25 min)
+stage face_video "${FACES[@]}" "${ARCH[@]}" --init "$OUT/$previous" --warm --mixup 0.2 --lr 5e-4 --weight-decay 0.05 \
+  --epochs 12 --patience 12
+# 8. the voice once more from its weights, its augmented copies phone calls two times in five (augment.phone_call:
+#    a room, noise, automatic gain, 300-3400 Hz, an 8 kHz codec), at a quarter of the learning rate (~10 min)
+stage voice_phone "${SPEECH[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --init "$OUT/face_video" --warm --lr 5e-4 --epochs 8 \
+  --patience 8
+# 9. no training: the voice probe, each modality's temperature and the fusion gate (on pairs clean and as
+#    recorded: faces as video shows them, voices their augmented copies), on all corpora
+stage final "${SPEECH[@]}" "${FACES[@]}" --init "$OUT/voice_phone" --voice-probe --mirror-faces --max-faces 4 \
   "${VARIANTS[@]}" --epochs 0
-# 8. the ONNX graphs the default install runs
+# 10. the ONNX graphs the default install runs
 avemo export --onnx "$OUT/final" --model "$OUT/final"
 echo "recipe: done: $OUT/final"

@@ -65,7 +65,7 @@ def test_a_crop_is_cut_when_asked_for_and_as_the_frame_shows_it():
     seen = FaceTracker(FaceDetector()).step(0.0, grey)
     assert len(seen) >= 4 and all("crop" not in o.__dict__ for o in seen)  # nothing cut yet
     for o in seen:
-        assert np.array_equal(o.crop, crop_face(grey, o.box))
+        assert np.array_equal(o.crop, crop_face(grey, o.box, roll=o.roll))
         assert o.crop is o.crop  # cut once
 
 
@@ -137,12 +137,14 @@ def test_tightly_framed_faces_are_found_where_haar_alone_misses_them():
 
 
 def test_small_faces_of_a_wide_shot_are_still_found():
-    """BlazeFace's short range sees no face under ~13% of the frame's width; Haar, beside it, does."""
+    """BlazeFace's short range sees no face under ~13% of its input's side, on the whole frame; on the
+    frame's squares, or Haar beside it, does."""
+    from avemo.faces import BlazeFace
+
     photos = sorted((DATA / "jaffe").glob("*.jpg"))[::20]
     frames = [on_a_frame(_grey(p), 120 / 256) for p in photos]  # the face itself ~55 px of 640
-    blaze_alone, both = FaceDetector(detectors=("blazeface",)), FaceDetector()
-    assert not any(blaze_alone.detect(f) for f in frames)
-    assert all(both.detect(f) for f in frames)
+    assert not any(BlazeFace().detect(f) for f in frames)
+    assert all(FaceDetector().detect(f) for f in frames)
 
 
 def test_crops_are_framed_as_fer2013_frames_its_photos():
@@ -160,3 +162,54 @@ def test_crops_are_framed_as_fer2013_frames_its_photos():
             side = round(w * 1.24)  # crop_face's margin of 12% each side
             overlaps.append(_overlap((round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side, side), (224, 84, 192, 192)))
     assert len(overlaps) >= 50 and np.median(overlaps) > 0.74
+
+
+def test_a_tilted_head_is_cut_upright():
+    """BlazeFace's eyes tell how far a head is tilted; its crop is turned back, as FER2013's faces stand."""
+    photo = _grey(MEDIA / "single_face.jpg")
+    det = FaceDetector()
+    (upright_box, upright_roll), = det.find(photo)[:1]
+    upright = crop_face(photo, upright_box, roll=upright_roll).astype(float)
+    x, y, w, h = upright_box
+    for angle in (-25, 25):  # cv2's angle turns the picture anticlockwise: the head tilts the other way
+        turn = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), angle, 1.0)
+        tilted = cv2.warpAffine(photo, turn, photo.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+        (box, roll), = det.find(tilted)[:1]
+        assert abs(roll - upright_roll + angle) < 8  # the tilt read from the eyes, within a few degrees
+        levelled = np.abs(crop_face(tilted, box, roll=roll) - upright).mean()
+        as_cut = np.abs(crop_face(tilted, box) - upright).mean()
+        assert levelled < 0.7 * as_cut
+
+
+def test_a_tilted_face_in_a_medium_shot_is_found():
+    """A real face ~70 px wide on a 640x360 frame, tilted 20 degrees: too small for BlazeFace on the whole
+    frame; BlazeFace on the frame's squares finds it, and reads its tilt."""
+    from avemo.faces import BlazeFace
+
+    photo = _grey(MEDIA / "single_face.jpg")
+    (x, y, w, h), _ = FaceDetector().find(photo)[0]
+    face = cv2.resize(photo[max(0, y - h // 4):y + h + h // 4, max(0, x - w // 4):x + w + w // 4], (100, 100))
+    frame = np.full((360, 640), 90, np.uint8)
+    frame[160:260, 430:530] = face
+    frame = cv2.warpAffine(frame, cv2.getRotationMatrix2D((480, 210), 20, 1.0), (640, 360), borderMode=cv2.BORDER_REPLICATE)
+    found = FaceDetector().find(frame)
+    assert len(found) == 1
+    (bx, by, bw, bh), roll = found[0]
+    assert abs(bx + bw / 2 - 480) < 30 and abs(by + bh / 2 - 210) < 40 and abs(roll + 20) < 8
+    assert not BlazeFace().detect(frame)
+    assert FaceDetector(detectors=("blazeface",)).find(frame)[0][0] == (bx, by, bw, bh)
+
+
+def test_the_sharpest_frames_of_a_face_are_judged_still_spread_over_it():
+    from avemo.faces import FaceObservation, clearest, sharpness
+
+    photo = _grey(MEDIA / "single_face.jpg")
+    (box, _), = FaceDetector().find(photo)[:1]
+    blurred = cv2.GaussianBlur(photo, (0, 0), 6)
+    track = [FaceObservation(t / 5, box, photo if t % 3 == 1 else blurred) for t in range(24)]  # sharp every third
+    picked = clearest(track, 4)
+    assert len(picked) == 4 and all(o.frame is photo for o in picked)
+    times = [o.time for o in picked]
+    assert times == sorted(times) and times[-1] - times[0] >= 0.6 * track[-1].time  # from the whole track
+    assert sharpness(picked[0]) > 3 * sharpness(track[0])
+    assert clearest(track[:3], 4) == track[:3]

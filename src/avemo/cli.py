@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "mixed into the voice's logits where that helps the validation speakers (with --epochs 0 "
                         "and --init: added to that model)")
     t.add_argument("--max-faces", type=int, default=8, metavar="N",
-                   help="face crops a segment judges, spread evenly over it (default 8; with --epochs 0 and "
+                   help="face crops a segment judges, spread over it, each the sharpest of 3 frames (default 8; with --epochs 0 and "
                         "--init: changes that model's)")
     t.add_argument("--mirror-faces", action="store_true", dest="face_mirror",
                    help="judge each face crop with its mirror image too, their embeddings averaged (twice the "

@@ -3,14 +3,18 @@
 Detector (`FaceDetector`): two shipped detectors, their faces merged. MediaPipe's BlazeFace
 (short range: the model of mediapipe 0.10.21's wheel, as ONNX, 0.4 MB, ~1 ms a frame on
 ONNX Runtime) finds faces near the camera that OpenCV's frontal-face Haar cascade misses --
-tightly framed, turned or partly cut off (FER2013's faces on a frame: 95% against 71%) -- and
-the Haar cascade (shipped inside opencv-python-headless, ~10 ms a 640x360 frame) finds the
-small faces of a wide shot, which BlazeFace's short range cannot see (under ~13% of the
-frame's longer side). Full searches are few (see `FaceTracker`); in the sampled frames
+tightly framed, turned or partly cut off (FER2013's faces on a frame: 95% against 71%) --
+and, run again on squares of the frame where it found none on the whole (`_squares`), the faces
+of a medium shot; the Haar
+cascade (shipped inside opencv-python-headless, ~10 ms a 640x360 frame) finds the small
+upright faces of a wide shot, which BlazeFace's short range cannot see (under ~13% of its
+input's side). BlazeFace's eyes tell how far a head is tilted: its crop is turned upright
+(`crop_face`), as FER2013's faces stand. Full searches are few (see `FaceTracker`); in the sampled frames
 between, each face found is followed by matching the look it had at that search against a
 small window around its last box (~0.5 ms), which also ties its boxes into a track: the
 same person from frame to frame. Which track a segment is about, the face speaking, is
-decided per segment (`main_track`). Crops are 48x48 grey, the FER2013 convention the face
+decided per segment (`main_track`), and which of its frames are judged, the sharpest of each
+stretch (`clearest`). Crops are 48x48 grey, the FER2013 convention the face
 branch is trained on, each framed as FER2013 frames its photos (`FER_SIDE_PER_BLAZE_WIDTH`).
 
 Frames come with their grey levels as decoded (most video: 16-235) and a map to full range,
@@ -21,7 +25,7 @@ whole would give, for a fraction of the work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -31,7 +35,7 @@ import numpy as np
 
 CROP_SIZE = 48
 #: Which detector cut the faces, for caches of crops: faces cut by another are other crops.
-DETECTOR = "blazeface-short-range+haar, fer2013-framed"
+DETECTOR = "blazeface-short-range on the frame and its squares+haar, fer2013-framed, eyes levelled"
 #: Detection runs on a copy scaled to this longer side: on the shared real media it finds the
 #: same faces as at 640 px in about 40% of the time; crops are still cut from the full frame.
 DETECT_MAX_SIDE = 320
@@ -75,18 +79,22 @@ class FaceObservation:
     track: int = 0  # the same number for the same face followed over frames
     whole: bool = False  # a tight still (FER2013 style): the frame is the face
     levels: np.ndarray | None = field(default=None, repr=False)  # the frame's grey levels to full range
+    roll: float = 0.0  # degrees the head is tilted (clockwise as seen), from the eyes at the last full search
 
     @cached_property
     def crop(self) -> np.ndarray:
-        """(CROP_SIZE, CROP_SIZE) uint8: the face cut out with its margin, or the whole tight still."""
+        """(CROP_SIZE, CROP_SIZE) uint8: the face cut out with its margin, eyes levelled, or the whole tight still."""
         if self.whole:
             return cv2.resize(levelled(self.frame, self.levels), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
-        return crop_face(self.frame, self.box, levels=self.levels)
+        return crop_face(self.frame, self.box, levels=self.levels, roll=self.roll)
 
 
 #: BlazeFace's input side, and the score (after the sigmoid) at which it reports a face: MediaPipe's own.
 BLAZE_SIDE = 128
 BLAZE_MIN_SCORE = 0.5
+#: The score a face found in a square of the frame (`_squares`) needs: on the shared media's faceless
+#: frames, squares scored 0.55-0.57 at most (an arm, a doorway), real faces 0.85 and more.
+SQUARE_MIN_SCORE = 0.65
 #: BlazeFace boxes overlapping more than this (intersection over union) are one face: MediaPipe's own.
 BLAZE_SAME_FACE = 0.3
 #: Each detector's box redrawn as FER2013 frames its photos, so that every crop (the box with
@@ -100,6 +108,10 @@ FER_LIFT_PER_BLAZE_WIDTH = 0.104
 FER_SIDE_PER_HAAR_WIDTH = 0.832
 #: A Haar face overlapping a BlazeFace face by more than this (both redrawn) is the same face.
 SAME_FACE = 0.3
+#: A head tilted less than this (degrees) is cut as it is: the face branch learnt rolls of ±15°, and
+#: levelling costs a rotation of the crop. Tilts beyond `MAX_ROLL` are taken as the keypoints' error.
+MIN_ROLL = 5.0
+MAX_ROLL = 45.0
 
 
 def _blaze_anchors() -> np.ndarray:
@@ -130,8 +142,11 @@ class BlazeFace:
         self._session = _blaze_session()
         self._anchors = _blaze_anchors()
 
-    def detect(self, grey: np.ndarray) -> list[tuple[float, tuple[int, int, int, int]]]:
-        """(score, box (x, y, w, h) as FER2013 frames its photos) of each face in a grey frame, in its own pixels."""
+    def detect(self, grey: np.ndarray, min_score: float = BLAZE_MIN_SCORE
+               ) -> list[tuple[float, tuple[int, int, int, int], float]]:
+        """(score, box (x, y, w, h) as FER2013 frames its photos, roll) of each face in a grey frame, in
+        its own pixels. Roll: degrees the head is tilted (clockwise as seen), from its two eye keypoints
+        (regression columns 4-7); the FER2013 framing is lifted along the face's own up."""
         h, w = grey.shape[:2]
         scale = BLAZE_SIDE / max(h, w)
         small = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -141,34 +156,56 @@ class BlazeFace:
         x = np.broadcast_to(square / 127.5 - 1.0, (1, 3, BLAZE_SIDE, BLAZE_SIDE))  # grey as RGB
         regress, logits = self._session.run(None, {"input": np.ascontiguousarray(x)})
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -80, 80)))
-        keep = np.flatnonzero(scores >= BLAZE_MIN_SCORE)
+        keep = np.flatnonzero(scores >= min_score)
         if not len(keep):
             return []
         centre = (self._anchors[keep] * BLAZE_SIDE + regress[0, keep, :2] - [x0, y0]) / scale
         size = regress[0, keep, 2:4] / scale
-        boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)  # x0, y0, x1, y1 in the frame
+        eyes = regress[0, keep, 6:8] - regress[0, keep, 4:6]  # from one eye to the other, in its input's pixels
+        boxes = np.concatenate([centre - size / 2, centre + size / 2, eyes], 1)  # x0, y0, x1, y1 in the frame; eyes
         faces = []
-        for score, (left, top, right, bottom) in _weighted_nms(boxes, scores[keep]):
+        for score, (left, top, right, bottom, ex, ey) in _weighted_nms(boxes, scores[keep]):
             width = right - left
-            faces.append((score, _fer_framed((left + right) / 2, (top + bottom) / 2 - FER_LIFT_PER_BLAZE_WIDTH * width,
-                                             FER_SIDE_PER_BLAZE_WIDTH * width)))
+            if ex < 0:  # whichever eye the model put first: the vector from the left one as seen
+                ex, ey = -ex, -ey
+            roll = float(np.degrees(np.arctan2(ey, ex)))
+            roll = roll if abs(roll) <= MAX_ROLL else 0.0
+            up = np.array([np.sin(np.radians(roll)), -np.cos(np.radians(roll))])  # the face's up, in the frame
+            cx, cy = np.array([(left + right) / 2, (top + bottom) / 2]) + FER_LIFT_PER_BLAZE_WIDTH * width * up
+            faces.append((score, _fer_framed(cx, cy, FER_SIDE_PER_BLAZE_WIDTH * width), roll))
         return faces
 
 
 def _weighted_nms(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[float, np.ndarray]]:
-    """MediaPipe's blending suppression: boxes overlapping the best-scored one are one face,
-    placed at their score-weighted mean (steadier from frame to frame than the best box alone)."""
+    """MediaPipe's blending suppression: boxes (x0, y0, x1, y1, then any columns to blend with
+    them) overlapping the best-scored one are one face, placed at their score-weighted mean
+    (steadier from frame to frame than the best box alone)."""
     faces, left = [], np.argsort(-scores)
     while len(left):
         best = boxes[left[0]]
-        lo, hi = np.maximum(best[:2], boxes[left, :2]), np.minimum(best[2:], boxes[left, 2:])
+        lo, hi = np.maximum(best[:2], boxes[left, :2]), np.minimum(best[2:4], boxes[left, 2:4])
         inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-        area = np.prod(boxes[left, 2:] - boxes[left, :2], axis=1)
+        area = np.prod(boxes[left, 2:4] - boxes[left, :2], axis=1)
         same = inter / (area[0] + area - inter + 1e-9) > BLAZE_SAME_FACE
         weights = scores[left[same]]
         faces.append((float(scores[left[0]]), (boxes[left[same]] * weights[:, None]).sum(0) / weights.sum()))
         left = left[~same]
     return faces
+
+
+def _squares(grey: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(x0, y0, view) of the frame's squares side by side along its longer side (three for 16:9,
+    overlapping; none for a frame about square). Why: BlazeFace's short range sees faces of an eighth
+    of its input or more; a face in a medium shot fills less of the whole frame, but that share of a
+    square (on FER2013's faces shown at 56-150 px on a 640x360 frame, turned up to 20 degrees: 59%
+    found by both detectors on the whole frame, 80% with the squares, ~5 ms more a search that needs them)."""
+    h, w = grey.shape[:2]
+    side = min(h, w)
+    if max(h, w) < 1.2 * side:
+        return
+    n = int(np.ceil(max(h, w) / side)) + 1
+    for start in np.linspace(0, max(h, w) - side, n).round().astype(int):
+        yield (start, 0, grey[:, start:start + side]) if w > h else (0, start, grey[start:start + side])
 
 
 def _fer_framed(cx: float, cy: float, side: float) -> tuple[int, int, int, int]:
@@ -198,24 +235,35 @@ class FaceDetector:
 
     def detect(self, grey: np.ndarray, levels: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
         """Boxes (x, y, w, h) of the faces in a grey frame (its `levels` mapped), largest first, in its own pixels."""
+        return [box for box, _ in self.find(grey, levels)]
+
+    def find(self, grey: np.ndarray, levels: np.ndarray | None = None) -> list[tuple[tuple[int, int, int, int], float]]:
+        """(box, roll) of each face in a grey frame, as `detect` orders them; roll in degrees from
+        BlazeFace's eyes (0 for a face only the Haar cascade found: it finds upright faces)."""
         grey = levelled(grey, levels)
         h, w = grey.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else grey
         side = max(12, int(min(small.shape) * self.min_face_fraction))
-        found: list[tuple[int, int, int, int]] = []
+        found: list[tuple[tuple[int, int, int, int], float]] = []
         if "blazeface" in self.detectors:
             self._blaze = self._blaze or BlazeFace()
-            found += [box for _, box in self._blaze.detect(small) if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side]
+            faces = self._blaze.detect(small)
+            if not faces:  # no face near the camera: the frame's squares, for the faces of a medium shot
+                faces = [(score, (x + x0, y + y0, bw, bh), roll) for x0, y0, square in _squares(small)
+                         for score, (x, y, bw, bh), roll in self._blaze.detect(square, SQUARE_MIN_SCORE)]
+            for _, box, roll in faces:
+                if box[2] >= FER_SIDE_PER_HAAR_WIDTH * side and all(_overlap(box, other) <= SAME_FACE for other, _ in found):
+                    found.append((box, roll))
         if "haar" in self.detectors:
             self._cascade = self._cascade or _frontal_cascade()
             # steps of 15% in size find the same faces in the shared media as 10% steps, in 70% of the time
             for hx, hy, hw, _ in self._cascade.detectMultiScale(small, scaleFactor=1.15, minNeighbors=5, minSize=(side, side)):
                 box = _fer_framed(hx + hw / 2, hy + hw / 2, FER_SIDE_PER_HAAR_WIDTH * hw)
-                if all(_overlap(box, other) <= SAME_FACE for other in found):
-                    found.append(box)
-        boxes = [tuple(round(v / scale) for v in box) for box in found]
-        return sorted(boxes, key=lambda b: (-float(b[2] * b[3]), _off_centre(b, (w / 2, h / 2))))
+                if all(_overlap(box, other) <= SAME_FACE for other, _ in found):
+                    found.append((box, 0.0))
+        faces = [(tuple(round(v / scale) for v in box), roll) for box, roll in found]
+        return sorted(faces, key=lambda f: (-float(f[0][2] * f[0][3]), _off_centre(f[0], (w / 2, h / 2))))
 
     def observe(self, time: float, grey: np.ndarray, is_still: bool = False,
                 levels: np.ndarray | None = None) -> FaceObservation | None:
@@ -230,9 +278,9 @@ class FaceDetector:
             if min(h, w) < MIN_STILL_SIDE:  # a thumbnail, an icon: too small to show an expression
                 return None
             return FaceObservation(time, (0, 0, w, h), grey, whole=True, levels=levels)
-        boxes = self.detect(grey, levels)
-        if boxes:
-            return FaceObservation(time, boxes[0], grey, len(boxes), levels=levels)
+        faces = self.find(grey, levels)
+        if faces:
+            return FaceObservation(time, faces[0][0], grey, len(faces), levels=levels, roll=faces[0][1])
         return None
 
 
@@ -252,12 +300,21 @@ def levelled(grey: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
 
 
 def crop_face(grey: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.12,
-              levels: np.ndarray | None = None) -> np.ndarray:
-    """Square crop around `box` with a margin, resized to CROP_SIZE (edges replicated)."""
+              levels: np.ndarray | None = None, roll: float = 0.0) -> np.ndarray:
+    """Square crop around `box` with a margin, resized to CROP_SIZE (edges replicated); a head
+    tilted `roll` degrees (at least MIN_ROLL) turned upright first, as FER2013's faces stand: the
+    square around it cut 1.5 times as wide, scaled, turned, and its middle kept."""
     x, y, w, h = box
     side = int(max(w, h) * (1 + 2 * margin))
-    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
-    return cv2.resize(_region(grey, x0, y0, side, side, levels), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    if abs(roll) < MIN_ROLL:
+        x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+        return cv2.resize(_region(grey, x0, y0, side, side, levels), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    wide, out = int(side * 1.5), int(CROP_SIZE * 1.5)
+    x0, y0 = int(round(x + w / 2 - wide / 2)), int(round(y + h / 2 - wide / 2))
+    patch = cv2.resize(_region(grey, x0, y0, wide, wide, levels), (out, out), interpolation=cv2.INTER_AREA)
+    turn = cv2.getRotationMatrix2D((out / 2, out / 2), roll, 1.0)
+    turn[:, 2] -= (out - CROP_SIZE) / 2  # keep the middle CROP_SIZE square
+    return cv2.warpAffine(patch, turn, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _region(grey: np.ndarray, x0: int, y0: int, w: int, h: int, levels: np.ndarray | None) -> np.ndarray:
@@ -340,6 +397,7 @@ class FaceTracker:
         self.levels = levels
         self._live: dict[int, tuple[int, int, int, int]] = {}  # track -> its last box
         self._looks: dict[int, Look] = {}  # track -> its look at the last full search
+        self._rolls: dict[int, float] = {}  # track -> its head's tilt at the last full search
         self._next_full = 0.0
         self._next_track = 0
 
@@ -349,25 +407,26 @@ class FaceTracker:
             whole = self.detector.observe(t, grey, is_still=True, levels=self.levels)  # taken whole; other photos are searched
             return [whole] if whole else []
         if self.cuts and self._cut(grey):
-            self._live, self._looks, self._next_full = {}, {}, t
+            self._live, self._looks, self._rolls, self._next_full = {}, {}, {}, t
         live = self._live
         followed = {} if t + 1e-6 >= self._next_full else \
             {k: b for k, b in ((k, follow(grey, box, self._looks[k], self.levels)) for k, box in live.items()) if b}
         if len(followed) < len(live) or t + 1e-6 >= self._next_full:  # time for a full search, or a face was lost
             found: dict[int, tuple[int, int, int, int]] = {}
-            for box in self.detector.detect(grey, self.levels):
+            rolls: dict[int, float] = {}
+            for box, roll in self.detector.find(grey, self.levels):
                 match = max(live, key=lambda k: _overlap(live[k], box), default=None)
-                if match is not None and match not in found and _overlap(live[match], box) > 0.3:
-                    found[match] = box
-                else:
-                    found[self._next_track] = box
-                    self._next_track += 1
+                if match is None or match in found or _overlap(live[match], box) <= 0.3:
+                    match, self._next_track = self._next_track, self._next_track + 1
+                found[match], rolls[match] = box, roll
+            self._rolls = rolls
             self._looks = {k: look_of(grey, box, self.levels) for k, box in found.items()}
             self._next_full = t + self.detect_every * (2 if found else 1)
         else:
             found = followed
         self._live = found
-        return [FaceObservation(t, box, grey, len(found), k, levels=self.levels) for k, box in found.items()]
+        return [FaceObservation(t, box, grey, len(found), k, levels=self.levels, roll=self._rolls.get(k, 0.0))
+                for k, box in found.items()]
 
 
     def _cut(self, grey: np.ndarray) -> bool:
@@ -409,6 +468,32 @@ def main_track(observations: list[FaceObservation], speech: Sequence[tuple[float
         if motion.get(moving, 0.0) >= max(MIN_MOUTH_MOTION, SPEAKING_MARGIN * motion.get(largest, 0.0)):
             return tracks[moving]
     return tracks[largest]
+
+
+#: A segment judges its face's crops each chosen from this many frames of it, the sharpest kept.
+CHOICE_PER_CROP = 3
+
+
+def clearest(track: list[FaceObservation], n: int) -> list[FaceObservation]:
+    """Up to `n` observations of a face, spread over its track: the track cut into `n` stretches,
+    from each the sharpest of up to CHOICE_PER_CROP frames (`sharpness`). Why: in a video a face is
+    smeared by motion, by the codec between key frames and by focus in some frames and not in
+    others; an expression read from a smeared crop is a guess. Still spread over the track, so
+    that an expression that changes is still seen."""
+    if len(track) <= n:
+        return track
+    pick = np.linspace(0, len(track) - 1, min(len(track), CHOICE_PER_CROP * n)).round().astype(int)
+    return [max((track[i] for i in part), key=sharpness) for part in np.array_split(pick, n)]
+
+
+def sharpness(observation: FaceObservation) -> float:
+    """How much fine detail a face holds: the variance of the Laplacian (edges: eyes, brows, mouth)
+    of its box, read every few pixels (about CROP_SIZE across: cutting each frame's crop to rank them
+    cost the talking loop a twentieth of its time), low where motion, focus or a codec smeared it."""
+    x, y, w, h = inside_frame(observation.box, observation.frame.shape)
+    step = max(1, w // CROP_SIZE)
+    view = observation.frame[y:y + h:step, x:x + w:step]
+    return float(cv2.Laplacian(view, cv2.CV_32F).var()) if view.size else 0.0
 
 
 def mouth_motion(track: list[FaceObservation]) -> float:

@@ -23,7 +23,7 @@ from .audio import PRINT_WIDTH, MelSettings, voice_features
 from .config import ModelConfig
 from .diarise import WARM_SPEECH_S, Voices
 from .errors import AvemoError
-from .faces import FaceDetector, FaceObservation, FaceTracker, inside_frame, main_track
+from .faces import FaceDetector, FaceObservation, FaceTracker, clearest, inside_frame, main_track
 from .identity import load_in_background
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .normalise import Normaliser
@@ -110,8 +110,8 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
                    is_image: bool = False, wave_start: float = 0.0, asked: bool = False,
                    voiceprint: Callable[[float, float], np.ndarray | None] | None = None) -> SegmentInputs:
     """The voice features (`voice`: wave to frames) of the speech span inside the segment (if the VAD heard enough speech there)
-    and up to `max_faces` crops of its main face (`faces.main_track`) spread evenly over
-    it. `wave` may be the part of a file's sound from `wave_start` seconds on. Shared by
+    and up to `max_faces` crops of its main face (`faces.main_track`), spread over it, each the
+    sharpest of a few frames (`faces.clearest`). `wave` may be the part of a file's sound from `wave_start` seconds on. Shared by
     prediction and training on clips, so both see the same inputs. A segment the user `asked`
     for (their times, or fixed windows) is judged by the voice wherever it holds sound, even
     where the VAD heard no speech in it: screams and shouts are what it misses. `voiceprint`:
@@ -130,8 +130,7 @@ def segment_inputs(seg: Segment, wave: np.ndarray | None, observations: Sequence
         item.link = seg.face[1]
     if inside:
         main = own or main_track(inside, [span] if span else ())
-        pick = np.linspace(0, len(main) - 1, min(len(main), max_faces)).round().astype(int)
-        item.crops = [main[i].crop for i in pick]
+        item.crops = [o.crop for o in clearest(main, max_faces)]
         item.faces = max(o.n_faces for o in inside)
         item.box = inside_frame(tuple(int(v) for v in np.median([o.box for o in main], axis=0).round()), main[0].frame.shape)
     return item

@@ -16,6 +16,7 @@ import torch
 
 from ..faces import CROP_SIZE
 from ..normalise import Stats, group_stats, paired
+from .augment import face_as_video
 from .datasets import Item
 
 #: 10 ms frames an utterance is cut to where it is scored rather than trained on (its centre).
@@ -78,13 +79,16 @@ def face_batch(crops: np.ndarray, rng: np.random.Generator | None) -> torch.Tens
 
 
 def augment_face(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A mirror half the time, a small rotation (±10°), zoom (±10%) and shift (±4 px),
-    contrast and brightness jitter, and one erased patch a quarter of the time: the
-    pose, framing and lighting differences between a detector's crops and FER2013's."""
+    """A mirror half the time, a small rotation (±15°), zoom (±10%) and shift (±4 px),
+    contrast and brightness jitter, and one erased patch (a hand, glasses) a quarter of the
+    time: the pose, framing and lighting differences between a detector's crops and
+    FER2013's; and half the time what video does to a face (`augment.face_as_video`)."""
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = face_as_video(crop, rng)
     c = CROP_SIZE / 2
-    affine = cv2.getRotationMatrix2D((c, c), rng.uniform(-10, 10), rng.uniform(0.9, 1.1))
+    affine = cv2.getRotationMatrix2D((c, c), rng.uniform(-15, 15), rng.uniform(0.9, 1.1))
     affine[:, 2] += rng.uniform(-4, 4, 2)
     out = cv2.warpAffine(np.ascontiguousarray(crop), affine, (CROP_SIZE, CROP_SIZE), borderMode=cv2.BORDER_REPLICATE)
     out = cv2.convertScaleAbs(out, alpha=rng.uniform(0.8, 1.2), beta=rng.uniform(-20, 20))

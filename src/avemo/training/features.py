@@ -163,7 +163,7 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
     if cfg.whisper_stack:
         settings["whisper_stack"] = True
     if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
-        settings.update(variant=variant, augment="real_world-1",
+        settings.update(variant=variant, augment="real_world-2",  # 2: a phone call in two of five copies
                         noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
     if modality == "video":
         settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track", deblocked=False)

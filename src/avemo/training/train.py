@@ -13,6 +13,7 @@ rerun with the same --out resumes from it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from ..errors import AvemoError
 from ..files import written_whole
 from ..labels import EMOTIONS, SENTIMENTS, UNKNOWN, balanced_weights
 from ..metrics import classification_report, summary_line
+from .augment import face_as_video
 from .batches import SCORE_FRAMES, Branch, Mix, draw, mixed_faces
 from .datasets import load_spec
 from .features import cached_features, pretrained_front
@@ -140,7 +142,10 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     people it never heard (and a face trained with mixup underconfident), and the one over
     its temperature is how much each counts in the fusion. Then pairs, a training
     utterance's voice beside a training face of the same emotion (other people, drawn afresh
-    each step), train the gate alone, the branches and heads frozen. Validation pairs come
+    each step), train the gate alone, the branches and heads frozen. Each side of a pair is
+    clean or, half the time, as real recordings carry it (`as_recorded`: the face as a video
+    shows it, the voice its augmented copy: a codec, noise, a phone), so that the gate learns
+    to lean on whichever modality is clear. Validation pairs come
     from the validation speakers and faces; the temperatures are kept where they do no worse
     than equal weights there, the gate only where it does better than what came before it.
     No pair reaches a test score. Returns the temperatures and the validation pairs'
@@ -148,12 +153,15 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     (None without both modalities, or where paired clips trained the gate already)."""
     if not all(len(branches.get(m, {}).get("train", [])) for m in ("audio", "face")) or len(branches.get("video", {}).get("train", [])):
         return None
-    embeddings = {(m, split): embed_branch(net, branches[m][split]) for m in ("audio", "face") for split in ("train", "val")}
-    # the voice probe's logits of each voice (zeros without a probe: `logits` then ignores them)
-    probes = {split: probe_logits(net, branches["audio"][split]) if net.probe is not None else
-              torch.zeros(len(branches["audio"][split]), 0) for split in ("train", "val")}
-    both = sorted(set(branches["audio"]["train"].emotion) & set(branches["face"]["train"].emotion))
     rng = np.random.default_rng(seed)
+    # each branch split clean and as recorded (its clean self where it has no augmented copy), stacked
+    copies = {(m, split): (branches[m][split], as_recorded(branches[m][split], rng) or branches[m][split])
+              for m in ("audio", "face") for split in ("train", "val")}
+    embeddings = {key: torch.stack([embed_branch(net, b) for b in pair]) for key, pair in copies.items()}
+    # the voice probe's logits of each voice (zeros without a probe: `logits` then ignores them)
+    probes = {split: torch.stack([probe_logits(net, b) if net.probe is not None else torch.zeros(len(b), 0)
+                                  for b in copies["audio", split]]) for split in ("train", "val")}
+    both = sorted(set(branches["audio"]["train"].emotion) & set(branches["face"]["train"].emotion))
 
     of_class = {(m, split, c): np.flatnonzero(branches[m][split].emotion == c)
                 for m in ("audio", "face") for split in ("train", "val") for c in both}
@@ -161,8 +169,9 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     def pairs(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         labels = rng.choice(both, n)
         rows = {m: [rng.choice(of_class[m, split, c]) for c in labels] for m in ("audio", "face")}
-        parts = [embeddings[m, split][rows[m]] for m in ("audio", "face")]
-        return torch.stack(parts, 1), probes[split][rows["audio"]], torch.from_numpy(labels)
+        kind = {m: rng.integers(0, 2, n) for m in ("audio", "face")}  # clean or as recorded
+        parts = [embeddings[m, split][kind[m], rows[m]] for m in ("audio", "face")]
+        return torch.stack(parts, 1), probes[split][kind["audio"], rows["audio"]], torch.from_numpy(labels)
 
     def emotion(x: torch.Tensor, mask: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
         return net.logits(x, mask, probe if net.probe is not None else None)[1]
@@ -180,8 +189,8 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
     alone = {"accuracy_voice": accuracy((True, False)), "accuracy_face": accuracy((False, True))}
     net.temperature.fill_(1.0)  # equal weights first (an --init's temperatures are fitted again): what they must beat
     before = accuracy()
-    with torch.no_grad():  # each modality's validation rows alone (their fused embedding is the branch's)
-        fitted = [fitted_temperature(branch_logits(net, branches[m]["val"], embeddings[m, "val"], probes["val"])[0],
+    with torch.no_grad():  # each modality's clean validation rows alone (their fused embedding is the branch's)
+        fitted = [fitted_temperature(branch_logits(net, branches[m]["val"], embeddings[m, "val"][0], probes["val"][0])[0],
                                      torch.from_numpy(branches[m]["val"].emotion)) for m in ("audio", "face")]
     net.temperature.copy_(torch.tensor(fitted))
     calibrated = accuracy()
@@ -210,6 +219,20 @@ def train_fusion_gate(net: AvemoNet, branches: dict[str, dict[str, Branch]], see
             "temperature": dict(zip(("voice", "face"), net.temperature.tolist())),
             "temperature_fitted": dict(zip(("voice", "face"), fitted)),
             "accuracy_calibrated": calibrated, "accuracy_learnt": best}
+
+
+def as_recorded(branch: Branch, rng: np.random.Generator) -> Branch | None:
+    """The split as real recordings carry it: each face as a video shows it (`augment.face_as_video`),
+    each voice its first augmented copy (None for voices without one)."""
+    out = copy.copy(branch)
+    if branch.modality == "face":
+        out.feats = np.stack([face_as_video(crop, rng) for crop in branch.feats]) if len(branch) else branch.feats
+        return out
+    if branch.modality != "audio" or not branch.variants:
+        return None
+    out.feats, out.variants = branch.variants[0], []
+    out.stats = None if branch.stats is None else [branch.stats[1]]
+    return out
 
 
 def calibration_kept(calibrated: float, equal: float, n: int) -> bool:
