@@ -179,6 +179,13 @@ def _is_still(container: av.container.InputContainer) -> bool:
 TURNED = frozenset({"clock", "cclock", "clock_flip", "cclock_flip"})
 
 
+def _side_data(frame: av.VideoFrame) -> list:
+    """A frame's side data: PyAV up to 18.1.0 iterates them, 18.1.1 iterates their types (keys of a mapping
+    whose `values()` fails on the older ones)."""
+    data = frame.side_data
+    return [entry if hasattr(entry, "type") else data[entry] for entry in data]
+
+
 def orientation(frame: av.VideoFrame, still: bool = False) -> str | None:
     """How a frame must be turned to be shown upright, from the display matrix the container
     gives it (phones store portrait video sideways plus such a matrix; FFmpeg gives a JPEG's
@@ -197,7 +204,7 @@ def orientation(frame: av.VideoFrame, still: bool = False) -> str | None:
     if still:
         return _ROTATED.get(round(frame.rotation))
     try:
-        matrix = next((np.frombuffer(bytes(sd), np.int32) for sd in frame.side_data
+        matrix = next((np.frombuffer(bytes(sd), np.int32) for sd in _side_data(frame)
                        if str(sd.type).endswith("DISPLAYMATRIX")), None)
     except ValueError:  # side data of a kind PyAV does not know: the rotation alone, no mirror
         return _ROTATED.get(round(frame.rotation))
