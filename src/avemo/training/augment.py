@@ -28,10 +28,21 @@ CODECS = (("libmp3lame", "mp3", (16, 24, 32, 48, 64)), ("aac", "adts", (16, 24, 
           ("libopus", "ogg", (16, 24, 32, 48, 64)))
 
 
+def _encodes(codec: str) -> bool:
+    """Whether the FFmpeg inside this PyAV can encode `codec` (builds differ: PyAV 18.1.0's wheels carry
+    AMR-NB's encoder, 18.1.1's do not)."""
+    try:
+        av.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return False
+    return True
+
+
 #: (encoder, container format, bit rates in kbit/s) of a phone call's voice codec, all at 8 kHz but Opus:
-#: AMR-NB (GSM/3G calls, voice messages), G.711 mu-law (landlines, VoIP) and Opus at VoIP rates.
-PHONE_CODECS = (("libopencore_amrnb", "amr", (4.75, 5.9, 7.4, 10.2, 12.2)), ("pcm_mulaw", "wav", (64,)),
-                ("libopus", "ogg", (8, 12, 16)))
+#: AMR-NB (GSM/3G calls, voice messages; where this PyAV can encode it), G.711 mu-law (landlines, VoIP)
+#: and Opus at VoIP rates.
+PHONE_CODECS = tuple(c for c in (("libopencore_amrnb", "amr", (4.75, 5.9, 7.4, 10.2, 12.2)), ("pcm_mulaw", "wav", (64,)),
+                                 ("libopus", "ogg", (8, 12, 16))) if _encodes(c[0]))
 
 
 def through_codec(wave: np.ndarray, codec: str, fmt: str, kbps: float, rate: int | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ from ..errors import AvemoError
 from ..faces import CROP_SIZE, DETECTOR
 from ..files import written_whole
 from ..media import SAMPLE_RATE, load_audio
-from .augment import real_world
+from .augment import PHONE_CODECS, real_world
 from .datasets import Item
 from .model import AudioEncoder, encoder_states
 from .pretrained import voiceprint_state
@@ -162,8 +162,9 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         settings["whisper_layers"] = cfg.whisper_layers
     if cfg.whisper_stack:
         settings["whisper_stack"] = True
-    if variant:  # an augmented copy: which one, and the noises it may have mixed in (by content)
-        settings.update(variant=variant, augment="real_world-2",  # 2: a phone call in two of five copies
+    if variant:  # an augmented copy: which one (chain 2: a phone call in two of five copies, through the phone
+        # codecs this PyAV can encode), and the noises it may have mixed in (by content)
+        settings.update(variant=variant, augment="real_world-2", phone_codecs=[c for c, _, _ in PHONE_CODECS],
                         noises=[hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in noise_files])
     if modality == "video":
         settings.update(frame_rate=cfg.frame_rate, max_faces=cfg.max_faces, faces="main track", deblocked=False)
