@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
@@ -180,7 +181,9 @@ def _cached_shard(items: list[Item], modality: str, cfg: ModelConfig, cache_dir:
         arrays = dict(zip(("data", "offsets"), _ragged(feats)))
     else:
         faces = cfg.max_faces if modality == "video" else 0  # speech corpora: the voice alone
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned, not forked: a fork of a process whose threads (ONNX Runtime's, FFmpeg's) hold locks can hang
+        # for ever (seen with PyAV 18.1.1 in the test suite)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             args = [(str(i.path), cfg, variant, noise_files, faces) for i in items]
             feats = list(pool.map(_whole_file, args, chunksize=8))
         if modality == "audio":
