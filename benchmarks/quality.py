@@ -86,12 +86,18 @@ def fer_peer(items: list[Item]) -> np.ndarray | None:
     return np.array(preds)
 
 
+def by_emotion(items: list[Item]) -> dict[int, list[Item]]:
+    """`items` grouped by their emotion, in their order."""
+    groups: dict[int, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.emotion, []).append(item)
+    return groups
+
+
 def composite_clips(voices: list[Item], faces: list[Item], n: int, folder: Path, seed: int = 0) -> list[Item]:
     """Up to `n` clips, each a voice item's utterance with a random face of the same emotion on screen."""
     rng = np.random.default_rng(seed)
-    by_label: dict[int, list[Item]] = {}
-    for item in faces:
-        by_label.setdefault(item.emotion, []).append(item)
+    by_label = by_emotion(faces)
     chosen = [voices[i] for i in rng.permutation(len(voices)) if voices[i].emotion in by_label][:n]
     clips = []
     for k, voice in enumerate(chosen):
@@ -108,9 +114,7 @@ def faces_as_video(faces: list[Item], n: int, background: Path, folder: Path, se
     frames = list(iter_frames(background, 1.0))
     base = cv2.resize(frames[len(frames) // 2][1], (640, 360), interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(seed)
-    by_label: dict[int, list[Item]] = {}
-    for item in faces:
-        by_label.setdefault(item.emotion, []).append(item)
+    by_label = by_emotion(faces)
     per_label = max(1, n // len(by_label))
     chosen = [item for items in by_label.values() for item in
               (items[i] for i in rng.permutation(len(items))[:per_label])]
