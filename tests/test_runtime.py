@@ -14,7 +14,7 @@ from avemo.errors import AvemoError
 from avemo.runtime import softmax
 from avemo.shipped import default_model_dir
 
-from .conftest import ANGRY, DATA, FACE_VIDEO, REPO
+from .conftest import ANGRY, DATA, FACE_VIDEO, MEDIA, REPO
 
 REAL = [
     REPO / "examples" / "sample.mp4",  # voice and face
@@ -41,10 +41,23 @@ def _probabilities(model: avemo.Model, path) -> list[np.ndarray]:
     return seen
 
 
-@pytest.mark.torch
-def test_onnx_runtime_gives_torchs_probabilities_on_real_media():
+@pytest.fixture(scope="module")
+def float_graphs(tmp_path_factory):
+    """The shipped weights exported as float graphs (the shipped folder's face graph is int8)."""
     pytest.importorskip("torch")
-    onnx_model, torch_model = avemo.load_model(runtime="onnx"), avemo.load_model(runtime="torch")
+    from avemo.training.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("fp32")
+    shutil.copyfile(default_model_dir() / "model.safetensors", folder / "model.safetensors")
+    shutil.copyfile(default_model_dir() / "config.json", folder / "config.json")
+    record = export_onnx(folder, folder)
+    assert "int8" not in record
+    return folder
+
+
+@pytest.mark.torch
+def test_onnx_runtime_gives_torchs_probabilities_on_real_media(float_graphs):
+    onnx_model, torch_model = avemo.load_model(float_graphs, runtime="onnx"), avemo.load_model(runtime="torch")
     assert (onnx_model.runtime.name, torch_model.runtime.name) == ("onnx", "torch")
     worst = 0.0
     for path in REAL:
@@ -53,6 +66,28 @@ def test_onnx_runtime_gives_torchs_probabilities_on_real_media():
         worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)))
     assert worst <= 1e-4
     print(f"largest ONNX/torch probability difference over {len(REAL)} real files: {worst:.1e}")
+
+
+@pytest.mark.torch
+def test_the_shipped_int8_graphs_give_the_float_graphs_answers_on_real_media(float_graphs):
+    """The shipped model's int8 face CNN (`training/quantise.py`) against the same weights as float
+    graphs, segment by segment, on real media: the shared media, the sample, real voices and faces.
+    benchmarks/agreement.py measures the same on every held-out face set (98.9-100% agree)."""
+    shipped, float_model = avemo.load_model(), avemo.load_model(float_graphs)
+    assert shipped.meta["onnx"]["int8"] == ["face"]
+    media = [*REAL, *sorted(p for p in MEDIA.iterdir() if p.is_file()),
+             *sorted((DATA / "av_clips").glob("*.flv"))[:3], *sorted((DATA / "fer2013" / "val" / "sad").glob("*"))[:10]]
+    same, gaps = 0, []
+    for path in (p for p in media if p.name != "no_face.mp4"):  # nothing in it to judge
+        ours, theirs = shipped.predict(path), float_model.predict(path)
+        assert [(r.start, r.end) for r in ours] == [(r.start, r.end) for r in theirs], path
+        same += sum(a.emotion == b.emotion for a, b in zip(ours, theirs))
+        gaps += [abs(a.emotion_probs[k] - b.emotion_probs[k]) for a, b in zip(ours, theirs) for k in a.emotion_probs]
+    total = len(gaps) // len(shipped.cfg.emotions)
+    assert total >= 30 and same >= 0.9 * total, f"{same} of {total} segments kept their emotion"
+    assert np.mean(gaps) < 0.02 and max(gaps) < 0.25
+    print(f"int8 against float: {same} of {total} segments the same emotion; probabilities {np.mean(gaps):.4f} apart "
+          f"on average, {max(gaps):.3f} at most")
 
 
 def test_the_shipped_model_runs_without_torch():
@@ -182,3 +217,32 @@ def test_a_whisper_front_with_stacked_states_exports_to_graphs_that_match_torch(
     ours, theirs = (avemo.load_model(tmp_path / d).predict(ANGRY) for d in ("onnx", "m"))
     flat = [[list(r.emotion_probs.values()) for r in rs] for rs in (ours, theirs)]
     assert len(ours) == len(theirs) >= 1 and np.abs(np.array(flat[0]) - np.array(flat[1])).max() <= 2e-4
+
+
+@pytest.mark.torch
+def test_export_int8_from_the_cli_quantises_the_encoder_and_the_face_on_real_calibration_faces(tmp_path, capsys):
+    """`avemo export --int8 encoder,face --calibration DIR`: Whisper's encoder with int8 matrix products, the face CNN
+    with int8 convolutions calibrated on real faces; the model it writes loads and judges the sample
+    as the shipped int8 model does. --calibration alone is refused in one line."""
+    pytest.importorskip("torch")
+    import onnx
+
+    from avemo.cli import main
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for photo in sorted((DATA / "fer2013" / "train" / "happy").glob("*"))[:40] + \
+            sorted((DATA / "fer2013" / "train" / "angry").glob("*"))[:40]:
+        shutil.copyfile(photo, faces / f"{photo.parent.name}-{photo.name}")
+    for wrong in (["--calibration", str(faces)], ["--int8", "face"], ["--int8", "voice", "--calibration", str(faces)]):
+        assert main(["export", "--onnx", str(tmp_path / "out"), *wrong]) == 1
+        assert capsys.readouterr().err.count("\n") == 1
+    assert main(["export", "--onnx", str(tmp_path / "out"), "--int8", "encoder,face", "--calibration", str(faces)]) == 0
+    record = json.loads((tmp_path / "out" / "config.json").read_text())["onnx"]
+    assert record["int8"] == ["encoder", "face"] and record["int8_calibration"] == "tmp_path0/faces".replace("tmp_path0", tmp_path.name)
+    ops = {g: {n.op_type for n in onnx.load(str(tmp_path / "out" / f"{g}.onnx")).graph.node} for g in ("encoder", "face", "voiceprint")}
+    assert "MatMulInteger" in ops["encoder"] or "DynamicQuantizeMatMul" in ops["encoder"]
+    assert "QuantizeLinear" in ops["face"] and "QuantizeLinear" not in ops["voiceprint"]
+    ours, shipped = avemo.load_model(tmp_path / "out").predict(REPO / "examples" / "sample.mp4"), \
+        avemo.load_model().predict(REPO / "examples" / "sample.mp4")
+    assert [r.emotion for r in ours] == [r.emotion for r in shipped]

@@ -59,6 +59,31 @@ def test_vad_on_a_real_utterance():
     assert len(regions) == 1 and regions[0][1] - regions[0][0] > 1.0
 
 
+def test_batched_vad_gives_silero_s_own_probabilities_chunk_by_chunk(clips):
+    """The shipped batched graph (scripts/make_vad_graph.py) against silero-vad's own graph run as
+    silero runs it, one chunk a call, its state and 64-sample context carried; the sound fed in
+    uneven pieces, as a file's blocks and a microphone's come."""
+    from importlib import resources
+
+    from avemo.runtime import one_thread_session
+    from avemo.segments import VAD_CHUNK, VAD_CONTEXT, VoiceActivity
+
+    wave = load_audio(clips["two_utterances"])
+    own = one_thread_session(resources.files("avemo") / "assets" / "vad" / "silero_vad.onnx")
+    state, context, expected = np.zeros((2, 1, 128), np.float32), np.zeros(VAD_CONTEXT, np.float32), []
+    for i in range(len(wave) // VAD_CHUNK):
+        chunk = wave[i * VAD_CHUNK:(i + 1) * VAD_CHUNK]
+        out, state = own.run(None, {"input": np.concatenate([context, chunk])[None], "state": state,
+                                    "sr": np.array(16000, np.int64)})
+        expected.append(out[0, 0])
+        context = chunk[-VAD_CONTEXT:]
+    vad = VoiceActivity()
+    got = np.concatenate([vad.feed(wave[a:b]) for a, b in zip([0, 700, 4_000, 90_511], [700, 4_000, 90_511, len(wave)])])
+    assert len(got) == len(expected)
+    assert np.abs(got - np.array(expected)).max() < 1e-4
+    assert (np.array(expected) > 0.5).sum() > 50  # the clip's speech was heard: the comparison is not of silence
+
+
 def test_speech_span_is_first_to_last_speech_inside_the_segment():
     from avemo.segments import speech_span
 

@@ -12,6 +12,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -70,6 +71,8 @@ INFER_BATCH = 8
 #: against 4 blocks and 64 frames.
 SOUND_AHEAD = 32
 FRAMES_AHEAD = 256
+#: Batches handed to the network's own thread that may wait there (`_Judging`).
+JUDGE_AHEAD = 2
 
 
 @dataclass
@@ -287,8 +290,6 @@ class Model:
             for path in paths:
                 yield Path(path), one(self, path)
             return
-        from concurrent.futures import ThreadPoolExecutor
-
         shared = SharedRuntime(self.runtime)
 
         def in_batch(path: str | Path) -> list[SegmentResult] | AvemoError:
@@ -381,6 +382,20 @@ class Model:
         (`MediaInfo.levels`). Segments are judged `batch` at a time, their
         voices standardised by `norm` where the model asks for it; with `voices`, speech segments
         wait until the voices are known, then come cut and labelled by person (`people.py`)."""
+        judging = _Judging(self._judge, ahead=JUDGE_AHEAD if batch > 1 else 0)  # live: each result at once
+        try:
+            yield from self._pipeline(name, sound, frames, planner, is_image, modalities, declared, width, batch,
+                                      progress, norm, levels, voices, warm, judging)
+        finally:
+            judging.close()
+
+    def _pipeline(self, name: str, sound: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
+                  frames: Iterator[tuple[float, np.ndarray]] | None, planner: Planner, is_image: bool,
+                  modalities: tuple[str, ...], declared: float, width: int, batch: int,
+                  progress: Callable[[float, float], None] | None, norm: Normaliser | None,
+                  levels: np.ndarray | None, voices: Voices | None, warm: tuple[float, float],
+                  judging: _Judging) -> Iterator[SegmentResult]:
+        """`_run`'s loop, its batches handed to `judging`."""
         hearing, held = SpeechTracker(), _Held()
         faces = FaceTracker(self.detector, is_image, levels=levels, cuts=voices is not None)  # people: a track ends at a cut
         if voices is not None:
@@ -418,8 +433,9 @@ class Model:
                 pending += held.inputs(planner.advance(speech), speech, self, is_image, planner.asked, voices)
                 held.let_go(planner.keep_from)
                 while len(pending) >= batch:
-                    yield from self._judge(pending[:batch], later, _scale(width, frame_width), norm)
+                    yield from judging.submit(pending[:batch], later, _scale(width, frame_width), norm)
                     pending = pending[batch:]
+                yield from judging.ready()  # each result out as soon as it is judged, not at the next batch
                 if progress is not None:
                     reached = max(seen_until, heard / SAMPLE_RATE)
                     progress(min(reached, declared) if declared else reached, declared)
@@ -435,7 +451,8 @@ class Model:
             raise AvemoError(f"{name}: {_nothing_found(sound is not None, unheard, has_picture, modalities, is_image)}")
         if has_picture and not any_face:
             log.warning("%s: no face found; judging by the voice alone", name)
-        yield from self._judge(pending, later, _scale(width, frame_width), norm)
+        yield from judging.submit(pending, later, _scale(width, frame_width), norm)
+        yield from judging.finish()
         if self.runtime.has_context:
             items, fused = zip(*later)
             emo, sent = self.runtime.context(np.stack(fused)[None], np.array([len(items)], np.int64))
@@ -560,6 +577,48 @@ def _heard(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarra
 def _judged(item: SegmentInputs) -> SegmentInputs:
     """What the results need of a segment's inputs (which modalities, its face) once it has been through the network."""
     return replace(item, mel=None if item.mel is None else item.mel[:0], crops=item.crops[:1])
+
+
+class _Judging:
+    """Batches of segments judged on a thread of their own, their results given back in order.
+    Why: the network (Whisper's encoder, the face CNN) then runs while the pipeline's own thread
+    goes on finding and following faces in the next frames, so that two cores are both busy
+    where one waited on the other. At most `ahead` batches wait (their inputs held); with
+    `ahead` 0 each batch is judged at once, on the caller's thread (live: no result waits)."""
+
+    def __init__(self, judge: Callable[..., list[SegmentResult]], ahead: int) -> None:
+        self._judge = judge
+        self._ahead = ahead
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="avemo-judge") if ahead else None
+        self._waiting: deque[Future] = deque()
+
+    def submit(self, *args) -> Iterator[SegmentResult]:
+        """Hand over a batch (`Model._judge`'s arguments); yields the results of earlier batches as
+        they are done, waiting only while more than `ahead` are."""
+        if self._pool is None:
+            yield from self._judge(*args)
+            return
+        self._waiting.append(self._pool.submit(self._judge, *args))
+        while len(self._waiting) > self._ahead:
+            yield from self._waiting.popleft().result()
+        yield from self.ready()
+
+    def ready(self) -> Iterator[SegmentResult]:
+        """The results of the batches done so far, in order (none waited for)."""
+        while self._waiting and self._waiting[0].done():
+            yield from self._waiting.popleft().result()
+
+    def finish(self) -> Iterator[SegmentResult]:
+        """The results of every batch still waiting, in order."""
+        while self._waiting:
+            yield from self._waiting.popleft().result()
+
+    def close(self) -> None:
+        """Stop: batches not begun are dropped (a run stopped early, an error), the one running ends."""
+        if self._pool is not None:
+            for future in self._waiting:
+                future.cancel()
+            self._pool.shutdown(wait=True)
 
 
 class _Held:

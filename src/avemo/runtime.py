@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -88,6 +89,21 @@ def one_thread_session(path: str | os.PathLike[str] | Traversable):
     if threads:
         torch.set_num_threads(threads)
     return session
+
+
+def each_alone(encode: Callable[[int, int], Sequence[np.ndarray]], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whisper's states of a batch's rows, each row encoded alone at its own length (`encode(row,
+    frames)` gives its (1, T', D) states and (1,) steps), padded together with zeros. Why not the
+    batch in one call: (1) the training cache encodes each file alone, and in a batch a row with an
+    odd number of states had its last pooled state averaged with a padded one (up to 2.9 apart);
+    (2) the int8 encoder quantises its activations with one scale per call, which would make a
+    row's states depend on its neighbours'; (3) no padding is encoded (8 rows alone: 0.075 s,
+    as one batch: 0.12 s)."""
+    rows = [encode(i, n) for i, n in enumerate(np.asarray(lengths).tolist())]
+    states = np.zeros((len(rows), max(r[0].shape[1] for r in rows), rows[0][0].shape[2]), np.float32)
+    for i, (row_states, _) in enumerate(rows):
+        states[i, :row_states.shape[1]] = row_states[0]
+    return states, np.concatenate([np.asarray(r[1], np.int64) for r in rows])
 
 
 def weights_digest(path: Path) -> str:
@@ -169,7 +185,8 @@ class OnnxRuntime:
                ) -> tuple[np.ndarray, np.ndarray]:
         if "encoder" not in self._sessions:
             return mel, lengths
-        states, steps = self._run("encoder", mel=mel, lengths=lengths)
+        states, steps = each_alone(lambda i, n: self._run("encoder", mel=mel[i:i + 1, :n], lengths=lengths[i:i + 1]),
+                                   lengths)
         if "voiceprint" in self._sessions:
             states = with_voiceprints(states, steps, mel, lengths, lambda w: self._run("voiceprint", windows=w)[0], prints)
         return states, steps
@@ -191,12 +208,24 @@ class OnnxRuntime:
         return emotion, sentiment
 
 
+def one_blas_thread() -> None:
+    """numpy's BLAS (OpenBLAS) on one thread, for the whole process. Why: avemo's own matrix
+    products (Mel filters, pooling, clustering voices) are small, and OpenBLAS's second thread
+    spins between them, taking a core from the decoders and the network: on 2 cores the talking
+    5-minute loop took 7.8 s with it, 5.6 s without (its thread had burnt 2.3 s of CPU)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def open_runtime(directory: Path, runtime: str = "auto", threads: int | None = None, device: str = "cpu"
                  ) -> tuple[Runtime, ModelConfig, dict]:
     """The model folder's runtime, config and card. `runtime`: "onnx" (its exported graphs),
     "torch" (its safetensors) or "auto": the graphs where the folder has them, else torch.
     Graphs beside weights they were not exported from are refused (a retrained model
-    whose graphs were not exported again would silently give the old answers)."""
+    whose graphs were not exported again would silently give the old answers). Sets numpy's
+    BLAS to one thread (`one_blas_thread`)."""
+    one_blas_thread()
     if runtime not in ("auto", "onnx", "torch"):
         raise AvemoError(f"runtime must be auto, onnx or torch, not {runtime!r}")
     weights = directory / "model.safetensors"

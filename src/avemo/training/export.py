@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -199,14 +199,25 @@ def _check(net: AvemoNet, directory: Path) -> float:
     return max(float(np.abs(a - b).max()) for a, b in zip(*pairs))
 
 
-def export_onnx(model_dir: str | Path, out_dir: str | Path) -> dict:
+def export_onnx(model_dir: str | Path, out_dir: str | Path, int8: Sequence[str] = (),
+                calibration: str | Path | None = None) -> dict:
     """Write `model_dir`'s network as ONNX graphs to `out_dir` (which may be `model_dir`
-    itself), with its config.json; returns the config's `onnx` record."""
+    itself), with its config.json; returns the config's `onnx` record. `int8`: the graphs to give
+    8-bit weights (`quantise.QUANTISED`: "face", which needs `calibration`, a folder of face photos,
+    and "encoder"): faster on CPUs, answers as `benchmarks/agreement.py` measures them."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise AvemoError("export needs the onnx package: pip install 'avemo[train]'") from None
+    from .quantise import QUANTISED
+
+    unknown = set(int8) - set(QUANTISED)
+    if unknown:
+        raise AvemoError(f"--int8 takes {' and/or '.join(QUANTISED)}, not {', '.join(sorted(unknown))}")
+    if ("face" in int8) != (calibration is not None):
+        raise AvemoError("an int8 face graph needs --calibration (face photos), and --calibration is only for it: "
+                         "give both (--int8 face --calibration DIR) or neither")
     net, meta = load_net(model_dir)
     net.face.for_inference()
     net.audio.takes_states = True  # the voice graph reads states: the encoder is a graph of its own
@@ -218,13 +229,15 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> dict:
                 warnings.simplefilter("ignore")
                 torch.onnx.export(modules[graph](net).eval(), args, str(work / f"{graph}.onnx"), dynamo=False,
                                   opset_version=OPSET, input_names=names_in, output_names=names_out, dynamic_axes=axes)
-            _halve(work / f"{graph}.onnx")
         difference = _check(net, work)
         if difference > TOLERANCE:
             raise AvemoError(f"the exported graphs differ from torch by {difference:.2g} (> {TOLERANCE:g}); nothing written")
         record = {"opset": OPSET, "weights_sha1": weights_digest(model_dir / "model.safetensors"),
                   "graphs": [g for g in GRAPHS if (work / f"{g}.onnx").is_file()], "max_difference": difference}
+        if int8:
+            record.update(_quantised(net, work, int8, calibration))
         for graph in record["graphs"]:
+            _halve(work / f"{graph}.onnx")
             with written_whole(out_dir / f"{graph}.onnx") as target:
                 shutil.copyfile(work / f"{graph}.onnx", target)
     for graph in set(GRAPHS) - set(record["graphs"]):
@@ -233,3 +246,24 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> dict:
         target.write_text(json.dumps({**meta, "onnx": record}, indent=2) + "\n")
     log.info("wrote %s (%s; ONNX Runtime within %.1g of torch)", out_dir, ", ".join(record["graphs"]), difference)
     return record
+
+
+def _quantised(net: AvemoNet, work: Path, int8: Sequence[str], calibration: str | Path | None) -> dict:
+    """Replace `work`'s graphs named in `int8` by their int8 versions; the record of what was
+    quantised and how far the int8 graphs' probabilities moved from torch's on the check's inputs
+    (random ones: the agreement on real data is benchmarks/agreement.py's)."""
+    from .quantise import calibration_crops, quantise_encoder, quantise_face
+
+    done = []
+    if "encoder" in int8:
+        if not (work / "encoder.onnx").is_file():
+            raise AvemoError("--int8 encoder: this model's voice has no Whisper encoder")
+        quantise_encoder(work / "encoder.onnx", work / "encoder.int8.onnx")
+        done.append("encoder")
+    if "face" in int8:
+        quantise_face(work / "face.onnx", work / "face.int8.onnx", calibration_crops(Path(calibration), net.cfg.crop_size))
+        done.append("face")
+    for graph in done:
+        (work / f"{graph}.int8.onnx").replace(work / f"{graph}.onnx")
+    return {"int8": done, "int8_max_difference": _check(net, work),
+            **({"int8_calibration": "/".join(Path(calibration).resolve().parts[-2:])} if calibration is not None else {})}

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import AvemoError
+from ..runtime import each_alone
 from .model import encoder_states
 
 
@@ -35,8 +36,11 @@ class TorchRuntime:
                ) -> tuple[np.ndarray, np.ndarray]:
         if self.net.audio.whisper is None:
             return mel, lengths
-        states, steps = self._call(lambda m, n: encoder_states(self.net.audio, m, n, prints), mel, lengths)
-        return states, steps.astype(np.int64)
+        def row(i: int, n: int) -> tuple[np.ndarray, ...]:
+            own = None if prints is None else prints[i:i + 1]
+            return self._call(lambda m, k: encoder_states(self.net.audio, m, k, own), mel[i:i + 1, :n], lengths[i:i + 1])
+
+        return each_alone(row, lengths)
 
     def voice(self, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return self._call(self.net.voice_out, states, lengths)[0]
