@@ -66,7 +66,7 @@ stage voice_phone "${SPEECH[@]}" "${ARCH[@]}" "${VARIANTS[@]}" --init "$OUT/face
 #    recorded: faces as video shows them, voices their augmented copies), on all corpora
 stage final "${SPEECH[@]}" "${FACES[@]}" --init "$OUT/voice_phone" --voice-probe --mirror-faces --max-faces 4 \
   "${VARIANTS[@]}" --epochs 0
-# 10. the ONNX graphs the default install runs, the face CNN int8 (its activation ranges calibrated on FER2013's
-#     training faces; benchmarks/agreement.py measures what that changes)
-avemo export --onnx "$OUT/final" --model "$OUT/final" --int8 face --calibration "$D/fer2013/train"
+# 10. the ONNX graphs the default install runs, the face CNN and Whisper's feed-forward widening products int8 (the
+#     face's activation ranges calibrated on FER2013's training faces; benchmarks/agreement.py measures what that changes)
+avemo export --onnx "$OUT/final" --model "$OUT/final" --int8 face,encoder --calibration "$D/fer2013/train"
 echo "recipe: done: $OUT/final"

@@ -11,7 +11,7 @@ from avemo.errors import AvemoError
 from avemo.labels import EMOTIONS, SENTIMENTS
 from avemo.segments import Segment
 
-from .conftest import DATA, FACE_VIDEO, HAPPY, MEDIA
+from .conftest import ANGRY, DATA, FACE_VIDEO, HAPPY, MEDIA
 
 KEYS = {"start", "end", "emotion", "emotion_probs", "sentiment", "sentiment_probs", "modalities", "faces", "face_box", "person", "link"}
 
@@ -239,6 +239,26 @@ def test_a_long_video_streams_its_results_in_bounded_memory(model, long_clip, mo
     first = next(faces_only)
     assert first.start == 0.0 and decoded[0] <= first.end + ahead_s and decoded[0] < duration - 10
     assert [*faces_only][-1].end == pytest.approx(results[-1].end, abs=0.5)  # the picture ends 0.4 s before the sound
+
+
+def test_a_stream_left_early_stops_its_network_thread_and_results_come_in_order(model, long_clip):
+    """The network judges batches on a thread of its own (`predict._Judging`) while the frames go on:
+    its results still come in the file's order, and a stream its reader leaves early (closed) leaves
+    no thread behind."""
+    import threading
+
+    def judging() -> int:
+        return sum(t.name.startswith(("avemo-judge", "avemo-embed")) and t.is_alive() for t in threading.enumerate())
+
+    stream = model.stream(long_clip, people=False)
+    first = [next(stream) for _ in range(12)]
+    assert judging() >= 2 and all(a.end <= b.start + 1e-3 for a, b in zip(first, first[1:]))
+    stream.close()
+    assert judging() == 0
+    from avemo.media import load_audio
+
+    live_results = list(model.live(iter([load_audio(ANGRY)]), people=False))  # live: no thread, each result at once
+    assert live_results and judging() == 0
 
 
 def test_people_in_a_long_video_where_no_one_speaks_stream_and_are_let_go(model, tmp_path, monkeypatch):

@@ -71,8 +71,8 @@ INFER_BATCH = 8
 #: against 4 blocks and 64 frames.
 SOUND_AHEAD = 32
 FRAMES_AHEAD = 256
-#: Batches handed to the network's own thread that may wait there (`_Judging`).
-JUDGE_AHEAD = 2
+#: Batches handed to the network's threads that may wait there (`_Judging`).
+JUDGE_AHEAD = 3
 
 
 @dataclass
@@ -382,7 +382,7 @@ class Model:
         (`MediaInfo.levels`). Segments are judged `batch` at a time, their
         voices standardised by `norm` where the model asks for it; with `voices`, speech segments
         wait until the voices are known, then come cut and labelled by person (`people.py`)."""
-        judging = _Judging(self._judge, ahead=JUDGE_AHEAD if batch > 1 else 0)  # live: each result at once
+        judging = _Judging(self, ahead=JUDGE_AHEAD if batch > 1 else 0)  # live: each result at once
         try:
             yield from self._pipeline(name, sound, frames, planner, is_image, modalities, declared, width, batch,
                                       progress, norm, levels, voices, warm, judging)
@@ -464,9 +464,14 @@ class Model:
         fused vectors wait in `later` for the file's whole sequence. Chunks of eight segments
         of up to 16 face crops kept the face CNN's activations near 100 MB (32 took 0.4 GB more,
         for no speed)."""
+        return self._decided(chunk, self.embed_inputs(chunk) if chunk else None, later, box_scale, norm)
+
+    def _decided(self, chunk: list[SegmentInputs], embedded: tuple | None, later: list, box_scale: float,
+                 norm: Normaliser | None = None) -> list[SegmentResult]:
+        """`_judge` from the chunk's `embed_inputs`: the part that must come in the file's order."""
         if not chunk:
             return []
-        fused, emo, sent = self.judge_inputs(chunk, norm)
+        fused, emo, sent = self.decide(chunk, embedded, norm)
         if self.runtime.has_context:
             for item, vector in zip(chunk, fused):
                 later.append((_judged(item), vector))
@@ -479,26 +484,43 @@ class Model:
         the voice branch over the rows with speech (their states standardised by `norm`),
         the face branch over all their crops at once, each row's face the mean of its crops'
         embeddings."""
-        voice = np.zeros((len(chunk), self.cfg.voice_out_width), np.float32)
-        face = np.zeros((len(chunk), self.cfg.embed_dim), np.float32)
+        return self.decide(chunk, self.embed_inputs(chunk), norm)
+
+    def embed_inputs(self, chunk: list[SegmentInputs]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        """What a batch's rows give on their own, in any order beside other batches: the voice
+        encoders' states and lengths of the rows with speech (None where none has), and each row's
+        face embedding (the mean of its crops'; zero where it has none)."""
         heard = [i for i, p in enumerate(chunk) if p.mel is not None]
+        states = steps = None
         if heard:
             known = [chunk[i].voiceprint for i in heard]
             prints = None if all(p is None for p in known) else \
                 np.stack([np.full(PRINT_WIDTH, np.nan, np.float32) if p is None else p for p in known])
             states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]), prints)
-            if norm is not None:
-                states = normalised(states, steps, norm, [chunk[i].segment.person for i in heard])
-            voice[heard] = self.runtime.voice(states, steps)
+        face = np.zeros((len(chunk), self.cfg.embed_dim), np.float32)
         seen = [i for i, p in enumerate(chunk) if p.crops]
         if seen:
             crops = np.stack([c for i in seen for c in chunk[i].crops])
             embedded = self.runtime.faces(crops)
             counts = np.array([len(chunk[i].crops) for i in seen])
             face[seen] = np.add.reduceat(embedded, np.r_[0, np.cumsum(counts)[:-1]], axis=0) / counts[:, None]
+        return states, steps, face
+
+    def decide(self, chunk: list[SegmentInputs], embedded: tuple[np.ndarray | None, np.ndarray | None, np.ndarray],
+               norm: Normaliser | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`embed_inputs`'s output to the fused embeddings and logits: the voice states standardised
+        by `norm` (whose statistics are of the speech heard so far: batches must come in order),
+        the voice branch, the fusion."""
+        states, steps, face = embedded
+        voice = np.zeros((len(chunk), self.cfg.voice_out_width), np.float32)
+        heard = [i for i, p in enumerate(chunk) if p.mel is not None]
+        if heard:
+            if norm is not None:
+                states = normalised(states, steps, norm, [chunk[i].segment.person for i in heard])
+            voice[heard] = self.runtime.voice(states, steps)
         present = np.zeros((len(chunk), 2), bool)
         present[heard, 0] = True
-        present[seen, 1] = True
+        present[[i for i, p in enumerate(chunk) if p.crops], 1] = True
         return self.runtime.fusion(voice, face, present)
 
     def _results(self, items: list[SegmentInputs], emo: np.ndarray, sent: np.ndarray, box_scale: float
@@ -580,25 +602,31 @@ def _judged(item: SegmentInputs) -> SegmentInputs:
 
 
 class _Judging:
-    """Batches of segments judged on a thread of their own, their results given back in order.
-    Why: the network (Whisper's encoder, the face CNN) then runs while the pipeline's own thread
-    goes on finding and following faces in the next frames, so that two cores are both busy
-    where one waited on the other. At most `ahead` batches wait (their inputs held); with
+    """Batches of segments judged beside the pipeline's own thread, their results given back in
+    order. Why: the network (Whisper's encoder, the face CNN) then runs while the pipeline's
+    thread goes on finding and following faces in the next frames, and two batches' encoders at
+    once where a core is free (once the frames are decoded, or while people wait to be told
+    apart), so that two cores are both busy where one waited on the other. What must come in
+    order (the voice standardised by the speech heard so far, the voice branch, the fusion) is
+    one thread's, batch after batch. At most `ahead` batches wait (their inputs held); with
     `ahead` 0 each batch is judged at once, on the caller's thread (live: no result waits)."""
 
-    def __init__(self, judge: Callable[..., list[SegmentResult]], ahead: int) -> None:
-        self._judge = judge
+    def __init__(self, model: Model, ahead: int, encoders: int = 2) -> None:
+        self._model = model
         self._ahead = ahead
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="avemo-judge") if ahead else None
+        self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="avemo-embed") if ahead else None
+        self._decider = ThreadPoolExecutor(1, thread_name_prefix="avemo-judge") if ahead else None
         self._waiting: deque[Future] = deque()
 
-    def submit(self, *args) -> Iterator[SegmentResult]:
-        """Hand over a batch (`Model._judge`'s arguments); yields the results of earlier batches as
-        they are done, waiting only while more than `ahead` are."""
-        if self._pool is None:
-            yield from self._judge(*args)
+    def submit(self, chunk: list[SegmentInputs], *rest) -> Iterator[SegmentResult]:
+        """Hand over a batch (with `Model._judge`'s other arguments); yields the results of earlier
+        batches as they are done, waiting only while more than `ahead` are."""
+        if self._decider is None:
+            yield from self._model._judge(chunk, *rest)
             return
-        self._waiting.append(self._pool.submit(self._judge, *args))
+        embedded = self._encoders.submit(self._model.embed_inputs, chunk) if chunk else None
+        self._waiting.append(self._decider.submit(
+            lambda: self._model._decided(chunk, embedded.result() if embedded else None, *rest)))
         while len(self._waiting) > self._ahead:
             yield from self._waiting.popleft().result()
         yield from self.ready()
@@ -614,11 +642,12 @@ class _Judging:
             yield from self._waiting.popleft().result()
 
     def close(self) -> None:
-        """Stop: batches not begun are dropped (a run stopped early, an error), the one running ends."""
-        if self._pool is not None:
+        """Stop: batches not begun are dropped (a run stopped early, an error), those running end."""
+        if self._decider is not None:
             for future in self._waiting:
                 future.cancel()
-            self._pool.shutdown(wait=True)
+            self._decider.shutdown(wait=True)  # a decision under way waits for its batch's encoders, still running
+            self._encoders.shutdown(wait=True, cancel_futures=True)
 
 
 class _Held:

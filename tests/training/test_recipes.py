@@ -72,7 +72,7 @@ def test_the_stages_chain_each_from_the_one_before_on_corpora_that_exist(tmp_pat
     for spec in data:
         assert Path(spec.split(":", 1)[1]).exists(), spec
     assert calls[-1][:4] == ["export", "--onnx", str(tmp_path / "out" / "final"), "--model"]
-    assert calls[-1][4:7] == [str(tmp_path / "out" / "final"), "--int8", "face"]  # int8 where it keeps the answers
+    assert calls[-1][4:7] == [str(tmp_path / "out" / "final"), "--int8", "face,encoder"]  # int8 where it keeps the answers
     assert Path(_value(calls[-1], "--calibration")).is_dir()  # real faces to calibrate the face CNN's int8 ranges on
 
 
