@@ -143,7 +143,9 @@ def load_model(path: str | Path | None = None, threads: int | None = None, runti
                device: str = "cpu") -> Model:
     """The shipped default model, or the model folder at `path` (config.json beside ONNX graphs
     from `avemo export --onnx`, and/or model.safetensors). `runtime`: "onnx", "torch", or
-    "auto" (ONNX Runtime where the folder has graphs, else torch); `device`: "cpu" or "cuda"."""
+    "auto" (ONNX Runtime where the folder has graphs, else torch); `device`: "cpu" or "cuda".
+    Loading sets numpy's BLAS to one thread for the whole process (`runtime.one_blas_thread`:
+    its spinning second thread took a core from the pipeline)."""
     network, cfg, meta = open_runtime(Path(path) if path else default_model_dir(), runtime, threads, device)
     return Model(network, cfg, meta)
 
