@@ -29,7 +29,7 @@ from .identity import load_in_background
 from .media import SAMPLE_RATE, iter_audio, iter_frames, probe, read_ahead, steady_heap
 from .normalise import Normaliser
 from .people import LIVE_WARM, WARM_SPAN_S, PeoplePlanner
-from .runtime import Runtime, SharedRuntime, open_runtime, softmax
+from .runtime import Runtime, SharedRuntime, open_runtime, padded, softmax
 from .segments import (
     GivenPlanner,
     Segment,
@@ -480,14 +480,6 @@ class Model:
             return []
         return self._results(chunk, emo, sent, box_scale)
 
-    def judge_inputs(self, chunk: list[SegmentInputs], norm: Normaliser | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The fused embeddings and the emotion and sentiment logits of a batch of segments:
-        the voice branch over the rows with speech (their states standardised by `norm`),
-        the face branch over all their crops at once, each row's face the mean of its crops'
-        embeddings."""
-        return self.decide(chunk, self.embed_inputs(chunk), norm)
-
     def embed_inputs(self, chunk: list[SegmentInputs]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
         """What a batch's rows give on their own, in any order beside other batches: the voice
         encoders' states and lengths of the rows with speech (None where none has), and each row's
@@ -498,7 +490,7 @@ class Model:
             known = [chunk[i].voiceprint for i in heard]
             prints = None if all(p is None for p in known) else \
                 np.stack([np.full(PRINT_WIDTH, np.nan, np.float32) if p is None else p for p in known])
-            states, steps = self.runtime.states(*_padded([chunk[i].mel for i in heard]), prints)
+            states, steps = self.runtime.states(*padded([chunk[i].mel for i in heard]), prints)
         face = np.zeros((len(chunk), self.cfg.embed_dim), np.float32)
         seen = [i for i, p in enumerate(chunk) if p.crops]
         if seen:
@@ -560,16 +552,7 @@ def normalised(states: np.ndarray, steps: np.ndarray, norm: Normaliser, people: 
                ) -> np.ndarray:
     """Padded voice states (B, T', D) with each row's frames as `norm` gives them to the voice
     branch (by each row's person's speech where `people` says whose they are)."""
-    return _padded(norm([row[:n] for row, n in zip(states, steps)], people))[0]
-
-
-def _padded(mels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Frames of several segments zero-padded to the longest: (B, T, bands) and (B,) lengths."""
-    lengths = np.array([len(m) for m in mels], np.int64)
-    out = np.zeros((len(mels), int(lengths.max()), mels[0].shape[1]), np.float32)
-    for row, m in enumerate(mels):
-        out[row, : len(m)] = m
-    return out, lengths
+    return padded(norm([row[:n] for row, n in zip(states, steps)], people))[0]
 
 
 Planner = SpeechPlanner | WindowPlanner | GivenPlanner

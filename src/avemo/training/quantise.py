@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import random
 import tempfile
 from pathlib import Path
@@ -33,8 +32,7 @@ import cv2
 import numpy as np
 
 from ..errors import AvemoError
-
-log = logging.getLogger("avemo")
+from ..media import IMAGE_SUFFIXES
 
 #: The graphs `avemo export --int8` can make int8.
 QUANTISED = ("face", "encoder")
@@ -42,7 +40,6 @@ QUANTISED = ("face", "encoder")
 CALIBRATION_CROPS = 1024
 #: The percentile of each activation's magnitudes taken as its range (outliers clipped).
 CALIBRATION_PERCENTILE = 99.999
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm"}
 
 
 def calibration_crops(folder: Path, size: int, n: int = CALIBRATION_CROPS, seed: int = 0) -> np.ndarray:
